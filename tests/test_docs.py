@@ -21,6 +21,7 @@ from urllib.parse import unquote, urljoin, urlparse
 
 import pytest
 
+from _browser import chromium, chromium_path
 from conftest import ARTIFACTS, NBS, ROOT
 
 # Warnings smalldocs prints for Quarto settings it does not need; anything else fails the build.
@@ -49,7 +50,8 @@ def site(tmp_path_factory) -> Path:
         "from nbdev.serve import proc_nbs\n"
         "refresh_quarto_yml(); nbdev_sidebar.__wrapped__(); print(proc_nbs(n_workers=0))\n"
     )
-    subprocess.run([sys.executable, "-c", prep], cwd=work, check=True, capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-c", prep], cwd=work, capture_output=True, text=True)
+    assert proc.returncode == 0, f"processing the notebooks for the docs failed:\n{proc.stdout}{proc.stderr}"
     render = subprocess.run(
         [sys.executable, "-m", "smalldocs.cli", "render", "_proc"], cwd=work, capture_output=True, text=True
     )
@@ -145,16 +147,6 @@ def test_every_plot_is_on_its_page(site):
 
 # ---- the browser part -------------------------------------------------------------------------------------------
 
-def chromium_path():
-    "The system Chromium, or None."
-    import os
-
-    for name in (os.environ.get("RNN_TUTORIAL_CHROMIUM"), "chromium", "chromium-browser", "google-chrome"):
-        if name and shutil.which(name):
-            return shutil.which(name)
-    return None
-
-
 def katex_dist(url: str) -> Path:
     "A local copy of the KaTeX release that smalldocs links, fetched once with npm from the npm registry."
     version = re.search(r"katex@([\d.]+)", url).group(1)
@@ -167,7 +159,7 @@ def katex_dist(url: str) -> Path:
         cache.mkdir(parents=True, exist_ok=True)
         subprocess.run([npm, "pack", f"katex@{version}", "--pack-destination", str(cache)], check=True, capture_output=True)
         with tarfile.open(cache / f"katex-{version}.tgz") as tar:
-            tar.extractall(cache, filter="data")
+            tar.extractall(cache, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
     return dist
 
 
@@ -188,16 +180,12 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-
-
 def test_pages_in_chromium(site, server):
     "Every page loads in headless Chromium: images decoded, maths typeset by KaTeX, no console errors."
     exe = chromium_path()
     if exe is None:
         pytest.skip("Chromium not found (install Debian's chromium, or set RNN_TUTORIAL_CHROMIUM)")
-    playwright = pytest.importorskip("playwright.sync_api")
+    pytest.importorskip("playwright.sync_api")
     from smalldocs.layout import KATEX
 
     dist = katex_dist(KATEX)
@@ -216,43 +204,39 @@ def test_pages_in_chromium(site, server):
         blocked.append(url)
         return r.abort()
 
-    with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=exe, headless=True, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
-            page.route("**/*", route)
-            errors = []
-            page.on("console", lambda m: errors.append(m) if m.type == "error" else None)
-            page.on("pageerror", lambda e: errors.append(e))
-            for html in sorted(site.rglob("*.html")):
-                rel = html.relative_to(site).as_posix()
-                errors.clear()
-                n_blocked = len(blocked)
-                page.goto(urljoin(server, rel), wait_until="networkidle")
-                bad_images = page.eval_on_selector_all(
-                    "img", "els => els.filter(e => !(e.complete && e.naturalWidth > 0)).map(e => e.src.slice(0, 80))")
-                if bad_images:
-                    problems.append(f"{rel}: images that did not load: {bad_images}")
-                if "katex.min.js" in html.read_text(encoding="utf-8"):
-                    page.wait_for_function("() => window.katex !== undefined", timeout=10_000)
-                    n_math = page.locator(".katex").count()
-                    n_err = page.locator(".katex-error").count()
-                    if n_math == 0 or n_err:
-                        problems.append(f"{rel}: maths not rendered ({n_math} KaTeX nodes, {n_err} KaTeX errors)")
-                    leftover = page.evaluate(
-                        r"""() => { const w = document.createTreeWalker(document.querySelector('main') || document.body, NodeFilter.SHOW_TEXT);
-                        let n, bad = []; while ((n = w.nextNode())) { if (n.parentElement.closest('pre, code, script, .katex')) continue;
-                        if (/\\\(|\\\[|\$\$/.test(n.textContent)) bad.push(n.textContent.slice(0, 60)); } return bad; }""")
-                    if leftover:
-                        problems.append(f"{rel}: TeX left untypeset: {leftover[:3]}")
-                outside = set(blocked[n_blocked:])
-                for e in errors:
-                    text = getattr(e, "text", None) or str(e)
-                    loc = getattr(e, "location", None) or {}
-                    if "net::ERR_FAILED" in text and (loc.get("url") in outside or not loc.get("url")):
-                        continue  # an outside request we blocked on purpose (fonts, analytics)
-                    problems.append(f"{rel}: console error: {text[:200]}")
-                page.screenshot(path=str(shots / f"docs-{rel.replace('/', '_')[:-5]}.png"), full_page=True)
-        finally:
-            browser.close()
+    with chromium(exe) as browser:
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.route("**/*", route)
+        errors = []
+        page.on("console", lambda m: errors.append(m) if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(e))
+        for html in sorted(site.rglob("*.html")):
+            rel = html.relative_to(site).as_posix()
+            errors.clear()
+            n_blocked = len(blocked)
+            page.goto(urljoin(server, rel), wait_until="networkidle")
+            bad_images = page.eval_on_selector_all(
+                "img", "els => els.filter(e => !(e.complete && e.naturalWidth > 0)).map(e => e.src.slice(0, 80))")
+            if bad_images:
+                problems.append(f"{rel}: images that did not load: {bad_images}")
+            if "katex.min.js" in html.read_text(encoding="utf-8"):
+                page.wait_for_function("() => window.katex !== undefined", timeout=10_000)
+                n_math = page.locator(".katex").count()
+                n_err = page.locator(".katex-error").count()
+                if n_math == 0 or n_err:
+                    problems.append(f"{rel}: maths not rendered ({n_math} KaTeX nodes, {n_err} KaTeX errors)")
+                leftover = page.evaluate(
+                    r"""() => { const w = document.createTreeWalker(document.querySelector('main') || document.body, NodeFilter.SHOW_TEXT);
+                    let n, bad = []; while ((n = w.nextNode())) { if (n.parentElement.closest('pre, code, script, .katex')) continue;
+                    if (/\\\(|\\\[|\$\$/.test(n.textContent)) bad.push(n.textContent.slice(0, 60)); } return bad; }""")
+                if leftover:
+                    problems.append(f"{rel}: TeX left untypeset: {leftover[:3]}")
+            outside = set(blocked[n_blocked:])
+            for e in errors:
+                text = getattr(e, "text", None) or str(e)
+                loc = getattr(e, "location", None) or {}
+                if "net::ERR_FAILED" in text and (loc.get("url") in outside or not loc.get("url")):
+                    continue  # an outside request we blocked on purpose (fonts, analytics)
+                problems.append(f"{rel}: console error: {text[:200]}")
+            page.screenshot(path=str(shots / f"docs-{rel.replace('/', '_')[:-5]}.png"), full_page=True)
     assert not problems, "\n".join(problems)

@@ -1,11 +1,11 @@
-"Shared pytest set-up: the per-notebook time budget and the paths the tests use."
+"Shared pytest set-up at the top level, so that it applies to the notebooks as well as to tests/: the paths the tests use, the per-notebook time budget, and how nbval reads cleaned notebooks."
 import time
 from collections import defaultdict
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent
 NBS = ROOT / "nbs"
 ARTIFACTS = ROOT / ".artifacts"  # screenshots and rendered pages a person can look at (git-ignored)
 NOTEBOOK_BUDGET_S = 180  # each notebook must run under nbval in under 3 minutes on 2 CPU cores

@@ -1,0 +1,228 @@
+"""The notebooks open in JupyterLab as a learner opens them.
+
+Starts `jupyter lab` on 127.0.0.1 (free port, random token, no browser of its own) over a copy of
+`nbs/` in pytest's tmp dir, opens a chapter in headless Chromium driven by Playwright, waits for its
+cells and an idle kernel, checks its title, runs a typed code cell and sees its output, checks no
+dialog is shown, saves a screenshot to `.artifacts/screenshots/`, and shuts the server down.
+Skipped only where Chromium or Playwright is missing.
+"""
+
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from _browser import chromium, chromium_path
+from conftest import ARTIFACTS, NBS
+
+SCREENSHOTS = ARTIFACTS / "screenshots"
+
+SERVER_START_TIMEOUT = 60  # seconds for `jupyter lab` to answer /api/status
+PAGE_TIMEOUT_MS = 45_000  # JupyterLab's first load, notebook cells and a started kernel
+STEP_TIMEOUT_MS = 10_000  # the page answering a click or a key
+OUTPUT_TIMEOUT_MS = 20_000  # a typed cell's output
+
+
+def chapter_notebook(nbs: Path) -> Path:
+    "The first numbered chapter (`NN_*.ipynb`), else `index.ipynb`."
+    chapters = sorted(nbs.glob("[0-9][0-9]_*.ipynb"))
+    return chapters[0] if chapters else nbs / "index.ipynb"
+
+
+def chapter_title(nb_path: Path) -> str:
+    "The text of the notebook's first markdown `# ` heading, as it reads once rendered."
+    nb = json.loads(nb_path.read_text(encoding="utf-8"))
+    for cell in nb["cells"]:
+        if cell["cell_type"] != "markdown":
+            continue
+        src = cell["source"] if isinstance(cell["source"], str) else "".join(cell["source"])
+        for line in src.splitlines():
+            if line.startswith("# "):
+                title = line[2:].strip().rstrip("#").strip()
+                title = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", title)  # [text](url) -> text
+                return re.sub(r"[*`]", "", title)  # emphasis and code marks are not displayed
+    raise AssertionError(f"{nb_path.name} has no markdown `# ` heading to serve as its title")
+
+
+def notebook_metadata(nb_path: Path) -> dict:
+    return json.loads(nb_path.read_text(encoding="utf-8")).get("metadata", {})
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def log_tail(log: Path, n: int = 60) -> str:
+    try:
+        return "\n".join(log.read_text(errors="replace").splitlines()[-n:])
+    except OSError as e:
+        return f"(no log: {e})"
+
+
+def stop(proc: subprocess.Popen) -> None:
+    "SIGTERM the server (it shuts its kernels down), then kill its process group if it lingers."
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # the server's own session: stray kernels included
+    except (ProcessLookupError, PermissionError):
+        pass
+    proc.wait(timeout=10)
+
+
+@pytest.fixture
+def browser_path():
+    pytest.importorskip("playwright.sync_api", reason="Playwright for Python is not installed")
+    path = chromium_path()
+    if path is None:
+        pytest.skip("Chromium not found (chromium, chromium-browser or $RNN_TUTORIAL_CHROMIUM)")
+    return path
+
+
+@pytest.fixture
+def lab(tmp_path):
+    "A `jupyter lab` over a copy of nbs/ with Jupyter's state in tmp_path; yields (base_url, token, root, log)."
+    root = tmp_path / "nbs"
+    shutil.copytree(NBS, root, symlinks=True, ignore=shutil.ignore_patterns(".ipynb_checkpoints", "_proc"))
+    state = tmp_path / "jupyter"
+    env = dict(os.environ)
+    env.update(
+        JUPYTER_CONFIG_DIR=str(state / "config"),
+        JUPYTER_DATA_DIR=str(state / "data"),  # kernel spec and lab assets still come from sys.prefix
+        JUPYTER_RUNTIME_DIR=str(state / "runtime"),
+        IPYTHONDIR=str(state / "ipython"),
+        JUPYTER_PLATFORM_DIRS="0",
+        PYTHONUNBUFFERED="1",
+    )
+    env.pop("JUPYTERLAB_SETTINGS_DIR", None)
+    env.pop("JUPYTERLAB_WORKSPACES_DIR", None)
+    # Never ask to fetch Jupyter news nor check for updates: no toast over the notebook, no outside request.
+    settings = state / "config" / "lab" / "user-settings" / "@jupyterlab" / "apputils-extension"
+    settings.mkdir(parents=True)
+    (settings / "notification.jupyterlab-settings").write_text(
+        json.dumps({"fetchNews": "false", "checkForUpdates": False})
+    )
+
+    port, token = free_port(), secrets.token_hex(16)
+    log = tmp_path / "jupyterlab.log"
+    cmd = [
+        sys.executable, "-m", "jupyter", "lab",
+        "--no-browser", "--allow-root",
+        "--ip=127.0.0.1", f"--port={port}", "--ServerApp.port_retries=0",
+        f"--ServerApp.token={token}", f"--ServerApp.root_dir={root}",
+        "--LabApp.news_url=None", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+    ]  # fmt: skip
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            cmd, cwd=root, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never via an http_proxy
+    try:
+        deadline = time.monotonic() + SERVER_START_TIMEOUT
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"jupyter lab exited with {proc.returncode}:\n{log_tail(log)}")
+            try:
+                with direct.open(f"{base}/api/status?token={token}", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except (urllib.error.URLError, OSError):
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"jupyter lab did not answer within {SERVER_START_TIMEOUT} s:\n{log_tail(log)}")
+            time.sleep(0.25)
+        yield base, token, root, log
+    finally:
+        stop(proc)
+
+
+def test_chapter_opens_and_runs_in_jupyterlab(browser_path, lab):
+    from playwright.sync_api import expect
+
+    base, token, root, log = lab
+    nb = chapter_notebook(root)
+    title = chapter_title(nb)
+    shot = SCREENSHOTS / f"jupyterlab-{nb.stem}.png"
+    shot.parent.mkdir(parents=True, exist_ok=True)
+
+    with chromium(browser_path) as browser:
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.set_default_timeout(STEP_TIMEOUT_MS)
+        page.set_default_navigation_timeout(PAGE_TIMEOUT_MS)
+        page_errors = []
+        page.on("pageerror", lambda e: page_errors.append(str(e)))
+        try:
+            page.goto(f"{base}/lab/tree/{nb.name}?token={token}", wait_until="domcontentloaded")
+
+            # The notebook's cells are displayed and its kernel is idle. The execution indicator says
+            # "idle" even with no kernel, so first wait for the toolbar to name a kernel; a dialog (such
+            # as "Select Kernel" for a notebook without kernelspec metadata) fails the test at once.
+            panel = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden)")
+            notebook = panel.locator(".jp-Notebook")
+            cells = notebook.locator(".jp-Cell")
+            dialog = page.locator(".jp-Dialog")
+            expect(cells.first).to_be_visible(timeout=PAGE_TIMEOUT_MS)
+            kernel = panel.locator(".jp-Toolbar-kernelName", has_text=re.compile(r"^(?!\s*No Kernel\s*$).+"))
+            expect(kernel.or_(dialog).first).to_be_visible(timeout=PAGE_TIMEOUT_MS)
+            assert dialog.count() == 0, (
+                f"JupyterLab shows a dialog instead of starting {nb.name}'s kernel: {dialog.all_inner_texts()}"
+                + (" (the notebook has no kernelspec metadata)" if "kernelspec" not in notebook_metadata(nb) else "")
+            )
+            indicator = panel.locator(".jp-Notebook-ExecutionIndicator")
+            expect(indicator).to_have_attribute("data-status", "idle", timeout=PAGE_TIMEOUT_MS)
+
+            # The chapter's title is on the page.
+            heading = notebook.locator(".jp-RenderedMarkdown h1").first
+            expect(heading).to_be_visible(timeout=STEP_TIMEOUT_MS)
+            expect(heading).to_contain_text(title, timeout=STEP_TIMEOUT_MS)
+
+            # Run a code cell from the browser: select the title's cell, insert a code cell below it (Escape,
+            # b), type into it and press Shift+Enter. The new cell is found by its source, not by counting
+            # cells: JupyterLab attaches a long notebook's cells to the page a few at a time.
+            heading.click(position={"x": 2, "y": 2})
+            page.keyboard.press("Escape")
+            page.keyboard.press("b")
+            new = notebook.locator(".jp-CodeCell.jp-mod-active")
+            expect(new).to_have_count(1, timeout=STEP_TIMEOUT_MS)
+            expect(new.locator(".jp-InputArea-editor")).to_have_text("", timeout=STEP_TIMEOUT_MS)
+            page.keyboard.press("Enter")
+            expect(new.locator(".cm-editor.cm-focused")).to_be_visible(timeout=STEP_TIMEOUT_MS)
+            page.keyboard.type("print(6 * 7)")
+            expect(new.locator(".jp-InputArea-editor")).to_have_text("print(6 * 7)", timeout=STEP_TIMEOUT_MS)
+            page.keyboard.press("Shift+Enter")
+            ran = notebook.locator(
+                ".jp-CodeCell", has=page.locator(".jp-InputArea-editor", has_text=re.compile(r"^print\(6 \* 7\)$"))
+            ).first
+            output = ran.locator(".jp-OutputArea-output")
+            expect(output.first).to_have_text(re.compile(r"^\s*42\s*$"), timeout=OUTPUT_TIMEOUT_MS)
+            expect(ran.locator(".jp-InputPrompt")).to_have_text(re.compile(r"\[\d+\]"), timeout=STEP_TIMEOUT_MS)
+            stderr = ran.locator('.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]')
+            assert stderr.count() == 0, f"the cell wrote to stderr or raised: {output.all_inner_texts()}"
+
+            # No error dialog (nor any other dialog) over the notebook.
+            assert dialog.count() == 0, f"dialog shown: {dialog.all_inner_texts()}"
+            assert not page_errors, f"uncaught errors in the page: {page_errors}"
+        except BaseException:
+            print(f"--- jupyter lab log (tail) ---\n{log_tail(log)}")  # shown by pytest with the failure
+            raise
+        finally:
+            page.screenshot(path=str(shot))
