@@ -1,0 +1,397 @@
+"The NumPy training chapter (`rnn_tutorial.numpy_train`): optimizers, clipping, the trainer, exact resume, sampling, saving, bad input."
+import math
+
+import numpy as np
+import pytest
+
+from rnn_tutorial.data import Corpus, Vocab
+from rnn_tutorial.numpy_rnn import SimpleRNN, _flatten, gradient_check
+from rnn_tutorial.numpy_train import (
+    SGD, Adam, CharRNN, Momentum, Trainer, _next_id, backward, bits, clip_by_global_norm, clip_by_value,
+    compute_loss, evaluate, final_state, forward, get_data, global_norm, init_model, load_checkpoint, load_model,
+    predict, read_checkpoint, sample, save_checkpoint, save_model, update,
+)
+
+TEXT = "the quick brown fox jumps over the lazy dog. " * 60
+VOCAB = Vocab(TEXT)
+IDS = VOCAB.encode(TEXT)
+V = len(VOCAB)
+
+
+def quadratic(opt, steps=200):
+    "Distance to the minimum of 0.5 * (w0^2 + 10 w1^2) after `steps` steps of `opt` from (1, 1)."
+    theta, c = {"w": np.array([1.0, 1.0])}, np.array([1.0, 10.0])
+    for _ in range(steps):
+        opt.step(theta, {"w": c * theta["w"]})
+    return float(np.linalg.norm(theta["w"]))
+
+
+@pytest.mark.parametrize("opt", [SGD(0.05), Momentum(0.05, 0.9), Adam(0.05)], ids=repr)
+def test_optimizers_minimise_a_quadratic(opt):
+    assert quadratic(opt, 300) < 1e-2
+
+
+def test_adam_matches_the_formulas():
+    rng = np.random.default_rng(0)
+    lr, b1, b2, eps = 0.02, 0.8, 0.99, 1e-6
+    opt, theta = Adam(lr, b1, b2, eps), {"a": {"w": rng.standard_normal((2, 3))}}
+    w, m, v = theta["a"]["w"].copy(), 0.0, 0.0
+    for t in range(1, 6):
+        g = rng.standard_normal((2, 3))
+        opt.step(theta, {"a": {"w": g.copy()}})
+        m = b1 * m + (1 - b1) * g
+        v = b2 * v + (1 - b2) * g * g
+        w = w - lr * (m / (1 - b1**t)) / (np.sqrt(v / (1 - b2**t)) + eps)
+        np.testing.assert_allclose(theta["a"]["w"], w, rtol=1e-12, atol=1e-14)
+
+
+def test_momentum_and_sgd_formulas():
+    theta, opt = {"w": np.array([1.0])}, Momentum(0.1, 0.5)
+    opt.step(theta, {"w": np.array([2.0])})  # v = -0.2, w = 0.8
+    opt.step(theta, {"w": np.array([1.0])})  # v = -0.1 - 0.1 = -0.2, w = 0.6
+    np.testing.assert_allclose(theta["w"], [0.6])
+    theta = {"w": np.array([1.0])}
+    SGD(0.25).step(theta, {"w": np.array([2.0])})
+    np.testing.assert_allclose(theta["w"], [0.5])
+    assert quadratic(SGD(0.05), 30) == quadratic(Momentum(0.05, 0.0), 30)
+
+
+def test_optimizers_keep_float32():
+    theta = {"w": np.ones(3, np.float32)}
+    for opt in (SGD(), Momentum(), Adam()):
+        opt.step(theta, {"w": np.ones(3, np.float32)})
+        assert theta["w"].dtype == np.float32
+        assert all(a.dtype == np.float32 for a in opt.slots.get("m", {}).values())
+
+
+@pytest.mark.parametrize("cls", [SGD, Momentum, Adam])
+def test_optimizer_state_dict_round_trip(cls):
+    opt, theta = cls(0.01), {"w": np.ones(4), "b": {"c": np.zeros(2)}}
+    grads = lambda k: {"w": np.full(4, 0.1 * k), "b": {"c": np.full(2, -0.2 * k)}}
+    for k in range(3):
+        opt.step(theta, grads(k))
+    other, theta2 = cls(0.5), {"w": theta["w"].copy(), "b": {"c": theta["b"]["c"].copy()}}
+    other.load_state_dict(opt.state_dict())
+    assert other.lr == 0.01 and other.t == 3
+    opt.step(theta, grads(5)); other.step(theta2, grads(5))
+    assert np.array_equal(theta["w"], theta2["w"]) and np.array_equal(theta["b"]["c"], theta2["b"]["c"])
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: SGD(0), "lr must be a finite number > 0"),
+    (lambda: SGD(float("inf")), "lr must be a finite number > 0"),
+    (lambda: SGD("0.1"), "lr must be a finite number > 0"),
+    (lambda: Momentum(beta=-0.1), "beta must be a finite number >= 0"),
+    (lambda: Momentum(beta=1), "beta must be in [0, 1)"),
+    (lambda: Adam(beta1=1.0), "beta1 must be in [0, 1)"),
+    (lambda: Adam(eps=0), "eps must be a finite number > 0"),
+])
+def test_optimizer_bad_hyperparameters(make, message):
+    with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):
+        make()
+
+
+def test_optimizer_bad_grads():
+    with pytest.raises(ValueError, match="grads must have the keys of params"):
+        SGD().step({"w": np.ones(2)}, {"x": np.ones(2)})
+    with pytest.raises(ValueError, match=r"grads\['w'\] must have shape \(2,\)"):
+        Adam().step({"w": np.ones(2)}, {"w": np.ones((2, 1))})
+    with pytest.raises(FloatingPointError, match=r"grads\['w'\] is not finite"):
+        Adam().step({"w": np.ones(2)}, {"w": np.array([1.0, np.nan])})
+    with pytest.raises(ValueError, match="optimizer state is missing"):
+        Momentum().load_state_dict({"lr": 0.1, "t": 1})
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_clip_by_global_norm(dtype):
+    rng = np.random.default_rng(0)
+    grads = {"a": rng.standard_normal((3, 4)).astype(dtype), "b": {"c": rng.standard_normal(5).astype(dtype)}}
+    before = {k: v.copy() for k, v in _flatten(grads).items()}
+    norm = global_norm(grads)
+    assert clip_by_global_norm(grads, norm * 2) == norm  # below: unchanged
+    assert all(np.array_equal(before[k], v) for k, v in _flatten(grads).items())
+    assert clip_by_global_norm(grads, norm / 3) == pytest.approx(norm)  # above: scaled to the limit, same direction
+    assert global_norm(grads) == pytest.approx(norm / 3, rel=1e-6)
+    for k, v in _flatten(grads).items():
+        assert v.dtype == dtype
+        np.testing.assert_allclose(v, before[k] / 3, rtol=1e-6)
+
+
+def test_clip_by_value():
+    grads = {"w": np.array([[-5.0, 0.2], [0.7, 3.0]]), "b": np.array([0.1])}
+    assert clip_by_value(grads, 0.5) == 3
+    np.testing.assert_array_equal(grads["w"], [[-0.5, 0.2], [0.5, 0.5]])
+    np.testing.assert_array_equal(grads["b"], [0.1])
+    assert clip_by_value(grads, 0.5) == 0
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda g: clip_by_global_norm(g, -1.0), "max_norm must be a finite number > 0"),
+    (lambda g: clip_by_global_norm(g, None), "max_norm must be a finite number > 0"),
+    (lambda g: clip_by_value(g, 0), "limit must be a finite number > 0"),
+    (lambda g: clip_by_value(g, float("nan")), "limit must be a finite number > 0"),
+])
+def test_clipping_bad_limits(call, message):
+    with pytest.raises(ValueError, match=message):
+        call({"w": np.ones(2)})
+
+
+def test_update_clips_then_steps():
+    params, grads = {"w": np.zeros(2)}, {"w": np.array([30.0, 40.0])}
+    assert update(params, grads, SGD(1.0), clip_norm=5.0) == 50.0
+    np.testing.assert_allclose(params["w"], [-3.0, -4.0])
+    params, grads = {"w": np.zeros(2)}, {"w": np.array([30.0, -0.5])}
+    update(params, grads, SGD(1.0), clip_norm=None, clip_value=1.0)
+    np.testing.assert_allclose(params["w"], [-1.0, 0.5])
+    with pytest.raises(FloatingPointError, match="gradients are not finite"):
+        update({"w": np.zeros(1)}, {"w": np.array([np.inf])}, SGD())
+
+
+def test_model_gradient_check_float64():
+    model = init_model(6, units=4, seed=3, dtype="float64")
+    rng = np.random.default_rng(1)
+    x, y, h0 = rng.integers(0, 6, (2, 5)), rng.integers(0, 6, (2, 5)), rng.standard_normal((2, 4)) * 0.3
+
+    def f(params):
+        model.params = params
+        logits, cache, _ = forward(model, x, h0)
+        loss, dlogits = compute_loss(logits, y)
+        return loss, backward(model, dlogits, cache)
+    errors = gradient_check(f, model.params)
+    assert len(errors) == 5 and max(errors.values()) < 1e-6, errors
+
+
+def test_forward_carries_state_exactly():
+    model = init_model(V, units=16, seed=0, dtype="float64")
+    x = IDS[:40].reshape(2, 20)
+    logits, _, h = forward(model, x)
+    a, _, ha = forward(model, x[:, :7])
+    b, _, hb = forward(model, x[:, 7:], ha)
+    np.testing.assert_allclose(np.concatenate([a, b], 1), logits, rtol=1e-12)
+    np.testing.assert_allclose(hb, h, rtol=1e-12)
+    hb[:] = 0  # the returned state is a copy: changing it changes nothing else
+    assert not np.array_equal(forward(model, x[:, 7:], ha)[2], hb)
+
+
+def test_model_bad_input():
+    model = init_model(V, units=8)
+    with pytest.raises(ValueError, match="x must be a 2-D integer array"):
+        forward(model, np.zeros((2, 3, V)))
+    with pytest.raises(ValueError, match="x holds token ids"):
+        forward(model, np.array([[0, V]]))
+    with pytest.raises(ValueError, match="return_sequences=True"):
+        CharRNN(V, SimpleRNN(8, return_sequences=False))
+    with pytest.raises(ValueError, match="vocab_size must be an integer >= 1"):
+        CharRNN(0)
+    with pytest.raises(TypeError, match="give it a final_state"):
+        final_state(object(), cache=None)
+
+
+def test_get_data_maps_unseen_characters():
+    data = get_data(Corpus("toy", "abcabc", "abz"))
+    assert data.vocab.unknown == "\ufffd" and len(data.vocab) == 4
+    assert data.valid[-1] == data.vocab.unknown_id
+    assert get_data(Corpus("toy", "abcabc", "cab")).vocab.unknown is None
+
+
+def test_evaluate():
+    model = init_model(V, units=16, seed=0)
+    ids = IDS[:501]
+    e1, e2 = evaluate(model, ids, batch_size=3, seq_len=11), evaluate(model, ids, batch_size=3, seq_len=500)
+    assert e1.n == 500 and e1.nats == pytest.approx(e2.nats, rel=1e-5)
+    assert e1.bits_per_char == pytest.approx(e1.nats / math.log(2))
+    assert abs(evaluate(model, ids).nats - math.log(V)) < 0.2  # untrained: about uniform
+    with pytest.raises(ValueError, match="at least 2 ids"):
+        evaluate(model, ids[:1])
+    with pytest.raises(ValueError, match="batch_size must be an integer >= 1"):
+        evaluate(model, ids, batch_size=0)
+    with pytest.raises(ValueError, match="ids must be a 1-D array of integers"):
+        evaluate(model, ids.astype(float))
+
+
+def test_a_tiny_training_run_learns():
+    model = init_model(V, units=32, seed=0)
+    tr = Trainer(model, IDS[:2000], IDS[2000:2500], Adam(1e-2), batch_size=8, seq_len=20, eval_every=50, seed=0)
+    first = evaluate(model, IDS[2000:2500]).nats
+    tr.fit(150)
+    assert tr.step == 150 and tr.epoch >= 1 and len(tr.log["train"]) == 150 and len(tr.log["valid"]) == 3
+    assert tr.log["valid"][-1][1] < first - 1.5  # a repetitive text: far below the start
+    assert np.mean([r[1] for r in tr.log["train"][-10:]]) < np.mean([r[1] for r in tr.log["train"][:10]]) - 1.5
+    assert sample(model, VOCAB, "the quick ", 20, temperature=0) == "brown fox jumps over"
+
+
+def make_trainer(weights_seed=0, layer=None, **kw):
+    model = CharRNN(V, layer if layer is not None else SimpleRNN(16, seed=weights_seed), seed=weights_seed)
+    args = dict(optimizer=Momentum(0.05), batch_size=4, seq_len=25, clip_norm=1.0, clip_value=0.5, eval_every=7, seed=5)
+    return Trainer(model, IDS[:1200], IDS[1200:1500], **{**args, **kw})
+
+
+def assert_same_run(a, b):
+    pa, pb = _flatten(a.model.params), _flatten(b.model.params)
+    assert all(np.array_equal(pa[k], pb[k]) for k in pa)
+    sa, sb = a.optimizer.state_dict(), b.optimizer.state_dict()
+    assert sa.keys() == sb.keys() and all(np.array_equal(sa[k], sb[k]) for k in sa)
+    assert a.log == b.log and (a.step, a.epoch, a.k, a.offset) == (b.step, b.epoch, b.k, b.offset)
+
+
+@pytest.mark.parametrize("stop", [1, 11, 12, 13, 29])
+def test_resume_is_bit_identical(tmp_path, stop):
+    full = make_trainer().fit(40)  # 11 windows per epoch: crosses three epoch boundaries
+    ckpt = tmp_path / "run.npz"
+    make_trainer().fit(stop, checkpoint=ckpt)
+    resumed = load_checkpoint(ckpt, make_trainer(weights_seed=9)).fit(40)
+    assert full.epoch >= 3
+    assert_same_run(full, resumed)
+    assert np.array_equal(full.state, resumed.state)
+
+
+def test_resume_with_periodic_checkpoints_and_adam(tmp_path):
+    ckpt = tmp_path / "run.npz"
+    full = make_trainer(optimizer=Adam(3e-3)).fit(30)
+    make_trainer(optimizer=Adam(3e-3)).fit(17, checkpoint=ckpt, checkpoint_every=5)  # last save at 17
+    arrays, meta = read_checkpoint(ckpt)
+    assert meta["step"] == 17 and "state/0" in arrays and "optimizer/m/rnn/kernel" in arrays
+    resumed = load_checkpoint(ckpt, make_trainer(optimizer=Adam(3e-3))).fit(30, checkpoint=ckpt)
+    assert_same_run(full, resumed)
+    assert read_checkpoint(ckpt)[1]["step"] == 30
+    assert not list(tmp_path.glob(".*"))  # no temporary files left behind
+
+
+class TwoStateRNN:
+    "A test double with a tuple state (h, c), like an LSTM's: a SimpleRNN whose second state is a running sum of h."
+    def __init__(self, units, seed=0):
+        self.inner, self.return_sequences = SimpleRNN(units, seed=seed), True
+
+    def build(self, input_dim):
+        self.inner.build(input_dim); return self
+
+    output_dim = property(lambda self: self.inner.units)
+    params = property(lambda self: self.inner.params, lambda self, p: setattr(self.inner, "params", p))
+
+    def forward(self, x, h0=None):
+        h, c = (None, None) if h0 is None else h0
+        out, cache = self.inner.forward(x, h)
+        c_last = (0 if c is None else c) + out.sum(1)
+        return out, {"inner": cache, "c_last": c_last}
+
+    def backward(self, dout, cache):
+        return self.inner.backward(dout, cache["inner"])
+
+    def final_state(self, cache):
+        return cache["inner"]["hs"][-1], cache["c_last"]
+
+    def get_config(self):
+        return {"units": self.inner.units}
+
+
+def test_layers_with_tuple_states_train_and_resume(tmp_path):
+    full = make_trainer(layer=TwoStateRNN(8)).fit(20)
+    assert isinstance(full.state, tuple) and len(full.state) == 2
+    make_trainer(layer=TwoStateRNN(8)).fit(6, checkpoint=tmp_path / "c.npz")
+    resumed = load_checkpoint(tmp_path / "c.npz", make_trainer(layer=TwoStateRNN(8, seed=3))).fit(20)
+    assert_same_run(full, resumed)
+    assert all(np.array_equal(a, b) for a, b in zip(full.state, resumed.state))
+
+
+def test_checkpoint_errors(tmp_path):
+    path = tmp_path / "c.npz"
+    with pytest.raises(FileNotFoundError, match="no checkpoint at"):
+        load_checkpoint(path, make_trainer())
+    path.write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="is not a valid checkpoint"):
+        load_checkpoint(path, make_trainer())
+    np.savez(path, x=np.zeros(2))
+    with pytest.raises(ValueError, match="is not a valid checkpoint"):
+        read_checkpoint(path)
+    np.savez(path, **{"meta.json": np.frombuffer(b'{"format": "other"}', np.uint8)})
+    with pytest.raises(ValueError, match="is not a checkpoint of this trainer"):
+        read_checkpoint(path)
+    make_trainer().fit(3, checkpoint=path)
+    with pytest.raises(ValueError, match="seq_len is 20 here, 25 in the checkpoint"):
+        load_checkpoint(path, make_trainer(seq_len=20))
+    with pytest.raises(ValueError, match="train_sha256"):
+        load_checkpoint(path, Trainer(make_trainer().model, IDS[1:1201], IDS[1200:1500], Momentum(0.05), 4, 25,
+                                      clip_norm=1.0, clip_value=0.5, eval_every=7, seed=5))
+    with pytest.raises(ValueError, match="holds parameters"):
+        load_checkpoint(path, make_trainer(layer=SimpleRNN(12)))
+    with pytest.raises(ValueError, match="optimizer is 'Adam' here"):
+        load_checkpoint(path, make_trainer(optimizer=Adam()))
+
+
+def test_trainer_bad_arguments():
+    model = init_model(V, units=8)
+    with pytest.raises(ValueError, match="batch_size must be an integer >= 1"):
+        Trainer(model, IDS, batch_size=0)
+    with pytest.raises(ValueError, match="seq_len must be an integer >= 1"):
+        Trainer(model, IDS, seq_len=2.5)
+    with pytest.raises(ValueError, match="clip_norm must be a finite number > 0"):
+        Trainer(model, IDS, clip_norm=-1)
+    with pytest.raises(ValueError, match=r"train_ids must hold ids in \[0, "):
+        Trainer(model, IDS + V)
+    with pytest.raises(ValueError, match="not enough data"):
+        Trainer(model, IDS[:100], batch_size=64, seq_len=100)
+    with pytest.raises(ValueError, match="steps must be an integer >= 0"):
+        Trainer(model, IDS, batch_size=4, seq_len=10).fit(-1)
+
+
+def test_sampling_properties():
+    model = init_model(V, units=16, seed=2)
+    greedy = sample(model, VOCAB, "the ", 30, temperature=0)
+    assert len(greedy) == 30 and set(greedy) <= set(VOCAB.chars)
+    assert sample(model, VOCAB, "the ", 30, temperature=1e-5, seed=4) == greedy
+    assert sample(model, VOCAB, "the ", 30, top_k=1, seed=5) == greedy
+    assert sample(model, VOCAB, "the ", 30, seed=6) == sample(model, VOCAB, "the ", 30, seed=6)
+    assert sample(model, VOCAB, "the ", 0) == ""
+    # greedy is the argmax of predict at every step
+    text = "the "
+    for _ in range(5):
+        p, _ = predict(model, VOCAB.encode(text))
+        text += VOCAB.decode([int(np.argmax(p))])
+    assert text[4:] == greedy[:5]
+
+
+def test_next_id_temperature_and_top_k():
+    z = np.array([1.0, 4.0, 3.0, 0.0, 2.0])
+    draws = lambda **kw: [_next_id(z, rng=np.random.default_rng(s), **kw) for s in range(400)]
+    assert set(draws(temperature=1.0, top_k=3)) == {1, 2, 4}
+    assert set(draws(temperature=1e-3, top_k=None)) == {1}
+    assert set(draws(temperature=1.0, top_k=None)) == {0, 1, 2, 3, 4}
+    hot, cold = np.bincount(draws(temperature=3.0, top_k=None), minlength=5), np.bincount(draws(temperature=0.5, top_k=None), minlength=5)
+    assert cold[1] > hot[1]  # lower temperature: the top character more often
+
+
+@pytest.mark.parametrize("kw, message", [
+    (dict(prime=""), "prime must be a non-empty str"),
+    (dict(prime="é"), "character 'é'"),
+    (dict(length=-1), "length must be an integer >= 0"),
+    (dict(temperature=-0.5), "temperature must be a finite number >= 0"),
+    (dict(temperature=float("nan")), "temperature must be a finite number >= 0"),
+    (dict(top_k=0), "top_k must be an integer >= 1"),
+])
+def test_sampling_bad_input(kw, message):
+    model = init_model(V, units=8)
+    with pytest.raises(ValueError, match=message):
+        sample(model, VOCAB, **{"prime": "the", "length": 5, **kw})
+
+
+def test_save_and_load_model(tmp_path):
+    model = init_model(V, units=12, seed=4)
+    model.params["dense"]["bias"][:] = 0.25
+    save_model(tmp_path / "m.npz", model, VOCAB)
+    loaded, vocab = load_model(tmp_path / "m.npz")
+    assert vocab == VOCAB and loaded.count_params() == model.count_params()
+    pa, pb = _flatten(model.params), _flatten(loaded.params)
+    assert all(np.array_equal(pa[k], pb[k]) and pa[k].dtype == pb[k].dtype for k in pa)
+    with np.load(tmp_path / "m.npz", allow_pickle=False) as f:
+        assert all(f[k].dtype != object for k in f.files)
+    with pytest.raises(FileNotFoundError, match="no model file"):
+        load_model(tmp_path / "missing.npz")
+    (tmp_path / "bad.npz").write_bytes(b"nope")
+    with pytest.raises(ValueError, match="is not a valid model file"):
+        load_model(tmp_path / "bad.npz")
+    with pytest.raises(ValueError, match="vocab has"):
+        save_model(tmp_path / "m2.npz", model, Vocab("ab"))
+
+
+def test_bits():
+    assert bits(math.log(2)) == pytest.approx(1.0)

@@ -1,0 +1,137 @@
+"TensorFlow cells (`rnn_tutorial.tf_rnn`): parity with NumPy and Keras, weights both ways, saving, tracing, device policy, quiet import."
+import os
+
+import numpy as np
+import pytest
+
+from rnn_tutorial import numpy_train as nt
+from rnn_tutorial.tf_rnn import (CELLS, CharModel, LSTMCell, TFAdam, TrainStep, choose_policy, device_report,
+                                 enable_memory_growth, from_keras_weights, import_tensorflow, make_layer,
+                                 parity_errors, to_keras_weights)
+
+tf, keras = import_tensorflow()
+TOL = {"float64": 1e-10, "float32": 1e-5}
+
+
+@pytest.mark.parametrize("kind", sorted(CELLS))
+@pytest.mark.parametrize("dtype", sorted(TOL))
+@pytest.mark.parametrize("masked", [False, True])
+@pytest.mark.parametrize("batch,steps", [(1, 1), (3, 12), (6, 25)])
+def test_parity_outputs_and_gradients(kind, dtype, masked, batch, steps):
+    "NumPy, our TF cell and Keras's built-in layer agree on outputs, final state and every gradient."
+    errs = parity_errors(kind, batch, steps, features=4, units=6, dtype=dtype, masked=masked, seed=batch * 31 + steps)
+    for name in ("ours", "builtin"):
+        e = dict(errs[name])
+        assert e.pop("d_padding_abs") == 0
+        assert max(e.values()) < TOL[dtype], (name, e)
+
+
+@pytest.mark.parametrize("kind", sorted(CELLS))
+def test_weights_both_ways(kind):
+    "NumPy -> built-in -> NumPy -> ours keeps the arrays bit for bit, and the two layers then agree."
+    rng = np.random.default_rng(0)
+    builtin, ours = make_layer(kind, 5, builtin=True), make_layer(kind, 5)
+    builtin.build((None, None, 3)); ours.build((None, None, 3))
+    params = {v.name: rng.normal(size=tuple(v.shape)).astype("float32") for v in builtin.weights}
+    builtin.set_weights(to_keras_weights(params))
+    ours.set_weights(to_keras_weights(from_keras_weights(builtin)))
+    for k, v in from_keras_weights(ours).items(): np.testing.assert_array_equal(v, params[k])
+    x = rng.normal(size=(2, 4, 3)).astype("float32")
+    np.testing.assert_allclose(ours(x).numpy(), builtin(x).numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_bad_weights():
+    with pytest.raises(ValueError, match="params must be a dict"): to_keras_weights({"kernel": np.zeros(2)})
+    with pytest.raises(ValueError, match="not built"): from_keras_weights(make_layer("rnn", 3))
+    with pytest.raises(ValueError, match="kind must be one of"): make_layer("tcn", 3)
+    with pytest.raises(ValueError, match="units must be a positive integer"): LSTMCell(0)
+
+
+@pytest.mark.parametrize("kind", sorted(CELLS))
+def test_config_and_keras_file_round_trip(kind, tmp_path):
+    "get_config/from_config, and a `.keras` file loaded in safe mode, give the same model."
+    cell = CELLS[kind](4, input_dim=7)
+    assert type(cell).from_config(cell.get_config()).get_config() == cell.get_config()
+    model = CharModel(7, 4, kind)
+    model.build((None, None))
+    path = tmp_path / "m.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path, safe_mode=True)
+    x = np.random.default_rng(1).integers(0, 7, (2, 5))
+    np.testing.assert_allclose(loaded(x)[0].numpy(), model(x)[0].numpy(), rtol=1e-6, atol=1e-7)
+    assert type(loaded.rnn.cell) is CELLS[kind]
+
+
+def test_train_step_matches_numpy_trainer():
+    "Forward, loss, backward, clip and Adam in TF give the NumPy trainer's loss, norm and weights (float64)."
+    V, H, B, T = 9, 6, 2, 5
+    rng = np.random.default_rng(2)
+    np_model = nt.init_model(V, H, seed=4, dtype="float64")
+    tf_model = CharModel(V, H, dtype="float64"); tf_model.build((None, None)); tf_model.set_params(np_model.params)
+    lr = 2 ** -7
+    opt, step, state, tf_state = nt.Adam(lr), TrainStep(tf_model, TFAdam(lr), clip_norm=0.3), None, None
+    for _ in range(2):
+        x, y = rng.integers(0, V, (B, T)), rng.integers(0, V, (B, T))
+        logits, cache, state = nt.forward(np_model, x, state)
+        loss, dlogits = nt.compute_loss(logits, y)
+        norm = nt.update(np_model.params, nt.backward(np_model, dlogits, cache), opt, clip_norm=0.3)
+        tf_loss, tf_norm, tf_state = step(x, y, tf_state)
+        assert abs(float(tf_loss) - loss) < 1e-12 and abs(float(tf_norm) - norm) < 1e-12
+        for part, arrays in tf_model.params.items():
+            for k, a in arrays.items():
+                ref = np_model.params[part][k]
+                assert np.max(np.abs(a - ref)) <= 1e-10 * np.max(np.abs(ref)), (part, k)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_fixed_signature_traces_once(kind):
+    "With the (None, None) signature, new lengths and batch sizes reuse one graph; a mask is accepted."
+    step = TrainStep(CharModel(5, 4, kind), masked=True)
+    rng = np.random.default_rng(3)
+    for B, T in ((2, 3), (2, 7), (3, 11)):
+        mask = np.arange(T) < rng.integers(1, T + 1, B)[:, None]  # right-padded
+        loss, norm, state = step(rng.integers(0, 5, (B, T)), rng.integers(0, 5, (B, T)), mask=mask)
+        assert np.isfinite(float(loss)) and len(state) == (2 if kind == "lstm" else 1)
+    assert step.traces == 1
+
+
+def test_policy_branches():
+    cpu = choose_policy([])
+    assert (cpu.device, cpu.precision, cpu.loss_scale, cpu.replicas) == ("/CPU:0", "float32", False, 1)
+    ampere = choose_policy([{"name": "/physical_device:GPU:0", "compute_capability": (8, 6)}])
+    assert (ampere.device, ampere.precision, ampere.loss_scale, ampere.jit_compile) == ("/GPU:0", "mixed_float16", True, True)
+    pascal = choose_policy([{"name": "/physical_device:GPU:0", "compute_capability": (6, 0)}])
+    assert (pascal.precision, pascal.loss_scale) == ("float32", False)
+    assert choose_policy([{"name": "g", "compute_capability": (8, 0)}], mixed_precision=False).precision == "float32"
+    mixed = choose_policy([{"name": "a", "compute_capability": (7, 0)}, {"name": "b", "compute_capability": (6, 1)}])
+    assert mixed.replicas == 2 and mixed.precision == "float32"  # the weakest GPU decides
+    assert choose_policy([{"name": "g"}]).precision == "float32"  # unknown capability: be safe
+
+
+def test_device_report_and_memory_growth():
+    report = device_report()
+    assert report["tensorflow"] == tf.__version__ and report["policy"]["precision"] in ("float32", "mixed_float16")
+    assert report["dtype_policy"] == "float32"
+    if not report["gpus"]:
+        assert enable_memory_growth() == [] and report["cudnn_available"] is False
+
+
+def test_mixed_precision_loss_is_float32():
+    policy = choose_policy([{"name": "g", "compute_capability": (8, 0)}])
+    keras.mixed_precision.set_global_policy(policy.precision)
+    try:
+        from rnn_tutorial.tf_rnn import make_optimizer
+        model = CharModel(5, 4, "gru")
+        step = TrainStep(model, make_optimizer(policy, 1e-2))
+        rng = np.random.default_rng(0)
+        assert model(rng.integers(0, 5, (2, 3)))[0].dtype == tf.float16
+        loss, _, _ = step(rng.integers(0, 5, (2, 3)), rng.integers(0, 5, (2, 3)))
+        assert loss.dtype == tf.float32 and np.isfinite(float(loss))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+def test_import_tensorflow_is_idempotent_and_leaves_fd2_working(capfd):
+    assert import_tensorflow() == (tf, keras)
+    os.write(2, b"fd 2 still works\n")
+    assert "fd 2 still works" in capfd.readouterr().err
