@@ -5,13 +5,13 @@
 # %% auto #0
 __all__ = ['init_lstm_params', 'lstm_forward', 'lstm_backward', 'init_gru_params', 'gru_forward', 'gru_backward', 'LSTM', 'GRU']
 
-# %% ../nbs/03_gated_numpy.ipynb #01833531
+# %% ../nbs/03_gated_numpy.ipynb #2cab2927
 import numpy as np
 
 from .numpy_rnn import _check_array, _check_inputs, _check_size, _flatten, _float_dtype
-from .numpy_rnn import _glorot_uniform, _orthogonal
+from .numpy_rnn import _glorot_uniform, _input_grads, _input_projection, _orthogonal, _time_major
 
-# %% ../nbs/03_gated_numpy.ipynb #1cfbc10f
+# %% ../nbs/03_gated_numpy.ipynb #435c417e
 def _recurrent_init(rng, units, gates, dtype):
     "One orthogonal (H, H) block per gate, side by side: (H, gates*H)."
     return np.concatenate([_orthogonal(rng, units, dtype) for _ in range(gates)], axis=1)
@@ -31,7 +31,7 @@ def init_lstm_params(
     return {"kernel": _glorot_uniform(rng, input_dim, 4 * units, dtype),
             "recurrent_kernel": _recurrent_init(rng, units, 4, dtype), "bias": bias}
 
-# %% ../nbs/03_gated_numpy.ipynb #3cfdf04d
+# %% ../nbs/03_gated_numpy.ipynb #fa6d8fc7
 def _check_gated_params(params, gates, cell, bias_rows=None):
     "Check a gated cell's parameter dict (`gates` blocks per matrix) and return (kernel, recurrent_kernel, bias)."
     if not isinstance(params, dict) or not {"kernel", "recurrent_kernel", "bias"} <= set(params):
@@ -51,33 +51,13 @@ def _check_state(name, s, B, H, dtype):
     if s is None: return np.zeros((B, H), dtype)
     return _check_array(name, s, (B, H)).astype(dtype, copy=False)
 
-def _time_major(x):
-    "Token ids (B, T) as a (T, B) view; float inputs (B, T, D) as a contiguous (T, B, D) copy."
-    return x.T if x.ndim == 2 else np.ascontiguousarray(x.transpose(1, 0, 2))
-
-def _input_projection(x, W, b):
-    "x_t W + b for every step at once, time-major (T, B, n): a row lookup for token ids, else one product."
-    if x.ndim == 2: return (W + b)[x]
-    T, B, D = x.shape
-    return (x.reshape(T * B, D) @ W + b).reshape(T, B, W.shape[1])
-
-def _input_grads(x, W, dX):
-    "Gradients of `_input_projection` given dX (T, B, n): (dW, dx (B, T, D) or None for token ids)."
-    T, B, n = dX.shape
-    dX2 = dX.reshape(T * B, n)
-    if x.ndim == 2:  # one_hot(x)^T @ dX: as a product, usually several times faster than np.add.at's scatter-add
-        one_hot = np.zeros((T * B, W.shape[0]), W.dtype)
-        one_hot[np.arange(T * B), x.reshape(-1)] = 1
-        return one_hot.T @ dX2, None
-    return x.reshape(T * B, -1).T @ dX2, (dX2 @ W.T).reshape(T, B, -1).transpose(1, 0, 2)
-
 def _gate_scales(H, gates, dtype):
     "Per-column (scale, shift) turning tanh of halved pre-activations into the gates: sigmoid everywhere but the candidate."
     scale, shift = np.full((gates, H), 0.5, dtype), np.full((gates, H), 0.5, dtype)
     scale[2], shift[2] = 1, 0  # the candidate block (LSTM "c", GRU "h") is the third, and a plain tanh
     return scale.reshape(-1), shift.reshape(-1)
 
-# %% ../nbs/03_gated_numpy.ipynb #39b08f1c
+# %% ../nbs/03_gated_numpy.ipynb #8f8d1f3f
 def lstm_forward(
     x:np.ndarray, # inputs (B, T, D) float, or token ids (B, T) int meaning one-hot inputs
     params:dict, # `kernel` W (D, 4H), `recurrent_kernel` U (H, 4H), `bias` b (4H,); gates i, f, c, o
@@ -107,7 +87,7 @@ def lstm_forward(
     cache = {"x": x, "h0": h0, "c0": c0, "gates": G, "hs": hs, "cs": cs, "tanh_cs": tcs, "params": params}
     return hs.transpose(1, 0, 2), cache
 
-# %% ../nbs/03_gated_numpy.ipynb #eb62d424
+# %% ../nbs/03_gated_numpy.ipynb #dc9c912d
 def lstm_backward(
     dhs:np.ndarray|None, # dL/dh_t from the outputs at every step (B, T, H); None if only `dh_last`/`dc_last`
     cache:dict, # from `lstm_forward`
@@ -143,7 +123,7 @@ def lstm_backward(
     dW, dx = _input_grads(x, W, dZ)
     return {"kernel": dW, "recurrent_kernel": h_prev.T @ dZ2, "bias": dZ2.sum(0)}, dx, dh_next, dc
 
-# %% ../nbs/03_gated_numpy.ipynb #912afd33
+# %% ../nbs/03_gated_numpy.ipynb #6f389d3a
 def init_gru_params(
     input_dim:int, # D, features per step (or vocabulary size for token ids)
     units:int, # H, size of the hidden state
@@ -222,7 +202,7 @@ def gru_backward(
     dW, dx = _input_grads(x, W, dX)
     return {"kernel": dW, "recurrent_kernel": h_prev.T @ dA2, "bias": np.stack([dX2.sum(0), dA2.sum(0)])}, dx, dh_next
 
-# %% ../nbs/03_gated_numpy.ipynb #db5f3795
+# %% ../nbs/03_gated_numpy.ipynb #ae797a2f
 class LSTM:
     "An LSTM layer: Keras's `LSTM` names, weight layout and defaults (tanh, sigmoid gates), with an explicit backward pass."
     def __init__(self,

@@ -7,7 +7,7 @@ __all__ = ['ACTIVATIONS', 'Activation', 'get_activation', 'init_rnn_params', 'in
            'dense_backward', 'softmax_cross_entropy', 'mse', 'rnn_backward', 'gradient_check', 'SimpleRNN',
            'save_params', 'load_params', 'StackedRNN', 'Bidirectional']
 
-# %% ../nbs/01_rnn_numpy.ipynb #d3759326
+# %% ../nbs/01_rnn_numpy.ipynb #1da3bfc3
 import os
 import tempfile
 from pathlib import Path
@@ -15,7 +15,7 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-# %% ../nbs/01_rnn_numpy.ipynb #37c6b311
+# %% ../nbs/01_rnn_numpy.ipynb #bb47a598
 def _check_array(
     name:str, # the argument's name, used in the message
     a, # the value passed
@@ -33,7 +33,7 @@ def _check_array(
         raise ValueError(f"{name} must be finite, got {np.size(a) - np.isfinite(a).sum()} NaN or infinite value(s)")
     return a
 
-# %% ../nbs/01_rnn_numpy.ipynb #ee944376
+# %% ../nbs/01_rnn_numpy.ipynb #2b43b0ac
 class Activation(NamedTuple):
     "An activation `f(a, out)` and its derivative `df(h)` written in terms of the output `h = f(a)`."
     f: Callable
@@ -61,7 +61,7 @@ def get_activation(
         raise ValueError(f"unknown activation {name!r}; expected one of {', '.join(map(repr, sorted(ACTIVATIONS)))}")
     return ACTIVATIONS[name]
 
-# %% ../nbs/01_rnn_numpy.ipynb #b5e15c82
+# %% ../nbs/01_rnn_numpy.ipynb #77b78a31
 def _glorot_uniform(rng, fan_in, fan_out, dtype):
     "Glorot (Xavier) uniform matrix (fan_in, fan_out), Keras's default kernel initialiser."
     limit = np.sqrt(6.0 / (fan_in + fan_out))
@@ -109,7 +109,7 @@ def init_dense_params(
     rng = np.random.default_rng(seed)
     return {"kernel": _glorot_uniform(rng, input_dim, units, dtype), "bias": np.zeros(units, dtype)}
 
-# %% ../nbs/01_rnn_numpy.ipynb #b7bbd677
+# %% ../nbs/01_rnn_numpy.ipynb #7f7280a9
 def _check_rnn_params(params):
     "Check a vanilla RNN's parameter dict and return (W_xh, W_hh, b)."
     if not isinstance(params, dict) or not {"kernel", "recurrent_kernel", "bias"} <= set(params):
@@ -139,6 +139,26 @@ def _check_inputs(x, W_xh):
         raise ValueError(f"x must hold at least 1 sequence of at least 1 step, got shape {x.shape}")
     return x
 
+def _time_major(x):
+    "Token ids (B, T) as a (T, B) view; float inputs (B, T, D) as a contiguous (T, B, D) copy."
+    return x.T if x.ndim == 2 else np.ascontiguousarray(x.transpose(1, 0, 2))
+
+def _input_projection(x, W, b):
+    "x_t W + b for every step at once, time-major (T, B, n): a row lookup for token ids, else one product."
+    if x.ndim == 2: return (W + b)[x]
+    T, B, D = x.shape
+    return (x.reshape(T * B, D) @ W + b).reshape(T, B, W.shape[1])
+
+def _input_grads(x, W, dX):
+    "Gradients of `_input_projection` given dX (T, B, n): (dW, dx (B, T, D) or None for token ids)."
+    T, B, n = dX.shape
+    dX2 = dX.reshape(T * B, n)
+    if x.ndim == 2:  # one_hot(x)^T @ dX: as a product, usually several times faster than np.add.at's scatter-add
+        one_hot = np.zeros((T * B, W.shape[0]), W.dtype)
+        one_hot[np.arange(T * B), x.reshape(-1)] = 1
+        return one_hot.T @ dX2, None
+    return x.reshape(T * B, -1).T @ dX2, (dX2 @ W.T).reshape(T, B, -1).transpose(1, 0, 2)
+
 def rnn_forward(
     x:np.ndarray, # inputs (B, T, D) float, or token ids (B, T) int meaning one-hot inputs
     params:dict, # `kernel` W_xh (D, H), `recurrent_kernel` W_hh (H, H), `bias` b (H,)
@@ -152,9 +172,9 @@ def rnn_forward(
     (B, T), H = x.shape[:2], W_hh.shape[0]
     h0 = np.zeros((B, H), W_hh.dtype) if h0 is None else _check_array("h0", h0, (B, H)).astype(W_hh.dtype, copy=False)
     # time-major (T, B, H) storage: each step's slice is one contiguous block of memory
-    x = x.T if x.ndim == 2 else np.ascontiguousarray(x.transpose(1, 0, 2))
+    x = _time_major(x)
     # the input projection of every step at once: a row lookup for ids, else one (T*B, D) @ (D, H) product
-    hs = W_xh[x] + b if x.ndim == 2 else (x.reshape(T * B, -1) @ W_xh + b).reshape(T, B, H)
+    hs = _input_projection(x, W_xh, b)
     hh = np.empty((B, H), W_hh.dtype)  # buffer for h_{t-1} @ W_hh, reused every step
     h = h0
     for t in range(T):  # the recurrence: the only loop, one (B, H) @ (H, H) product per step
@@ -164,7 +184,7 @@ def rnn_forward(
     cache = {"x": x, "h0": h0, "hs": hs, "params": params, "activation": activation}  # all time-major
     return hs.transpose(1, 0, 2), cache
 
-# %% ../nbs/01_rnn_numpy.ipynb #6d798fb9
+# %% ../nbs/01_rnn_numpy.ipynb #b2b8ede8
 def dense_forward(
     h:np.ndarray, # inputs (..., H), e.g. all hidden states (B, T, H)
     params:dict, # `kernel` (H, V), `bias` (V,)
@@ -189,7 +209,7 @@ def dense_backward(
     grads = {"kernel": h.reshape(-1, W.shape[0]).T @ dy2, "bias": dy2.sum(0)}
     return grads, (dy2 @ W.T).reshape(h.shape)
 
-# %% ../nbs/01_rnn_numpy.ipynb #108790c7
+# %% ../nbs/01_rnn_numpy.ipynb #fee35f29
 def softmax_cross_entropy(
     logits:np.ndarray, # unnormalised scores (..., V)
     targets:np.ndarray, # integer class ids (...), each in [0, V)
@@ -224,7 +244,7 @@ def mse(
     diff = pred - target
     return float(np.mean(diff * diff)), (2 / diff.size) * diff
 
-# %% ../nbs/01_rnn_numpy.ipynb #2da7a28d
+# %% ../nbs/01_rnn_numpy.ipynb #706b573f
 def rnn_backward(
     dhs:np.ndarray|None, # dL/dh_t from the outputs at every step (B, T, H); None if only `dh_last`
     cache:dict, # from `rnn_forward`
@@ -233,7 +253,7 @@ def rnn_backward(
     "Backpropagation through time for `rnn_forward`: the forward loop in reverse, weight gradients as single products."
     x, h0, hs, params = cache["x"], cache["h0"], cache["hs"], cache["params"]  # time-major (T, B, ...)
     W_xh, W_hh = params["kernel"], params["recurrent_kernel"]
-    (T, B, H), D = hs.shape, W_xh.shape[0]
+    T, B, H = hs.shape
     dh_next = np.zeros((B, H), hs.dtype)  # delta a_{t+1} W_hh^T: the gradient reaching h_t from step t+1
     if dh_last is not None:
         dh_next += _check_array("dh_last", dh_last, (B, H))
@@ -248,17 +268,10 @@ def rnn_backward(
     dh0 = dh_next
     dA2 = dA.reshape(T * B, H)
     h_prev = np.concatenate([h0[None], hs[:-1]]).reshape(T * B, H)  # h_0 .. h_{T-1}
-    grads = {"recurrent_kernel": h_prev.T @ dA2, "bias": dA2.sum(0)}
-    if x.ndim == 2:  # token ids: one_hot(x)^T @ dA is a scatter-add of dA's rows; no gradient for the ids
-        grads["kernel"] = np.zeros_like(W_xh)
-        np.add.at(grads["kernel"], x.reshape(-1), dA2)
-        dx = None
-    else:
-        grads["kernel"] = x.reshape(T * B, D).T @ dA2
-        dx = (dA2 @ W_xh.T).reshape(T, B, D).transpose(1, 0, 2)
-    return {k: grads[k] for k in ("kernel", "recurrent_kernel", "bias")}, dx, dh0
+    dW_xh, dx = _input_grads(x, W_xh, dA)  # X^T delta (one-hot X for token ids) and delta W_xh^T
+    return {"kernel": dW_xh, "recurrent_kernel": h_prev.T @ dA2, "bias": dA2.sum(0)}, dx, dh0
 
-# %% ../nbs/01_rnn_numpy.ipynb #1ad7cd35
+# %% ../nbs/01_rnn_numpy.ipynb #0cfe38fd
 def _flatten(tree, prefix=""):
     "Leaves of a nested dict of arrays, keyed 'outer/inner'."
     out = {}
@@ -302,7 +315,7 @@ def gradient_check(
         errors[name] = float(np.max(np.abs(g - num) / np.maximum(np.abs(g) + np.abs(num), 1e-300)))
     return errors
 
-# %% ../nbs/01_rnn_numpy.ipynb #fa336366
+# %% ../nbs/01_rnn_numpy.ipynb #c04d27b0
 class SimpleRNN:
     "A vanilla RNN layer: Keras's `SimpleRNN` names and weight layout, with an explicit backward pass."
     def __init__(self,
@@ -362,7 +375,7 @@ class SimpleRNN:
 
     def __repr__(self): return f"SimpleRNN({', '.join(f'{k}={v!r}' for k, v in self.get_config().items())})"
 
-# %% ../nbs/01_rnn_numpy.ipynb #f202f8ff
+# %% ../nbs/01_rnn_numpy.ipynb #abb5e17f
 def save_params(
     path, # destination file, conventionally ending in .npz
     params:dict, # a (nested) dict of arrays
@@ -397,7 +410,7 @@ def load_params(
         raise ValueError(f"{path} is not a valid .npz parameter file: {e}") from e
     return _unflatten(flat)
 
-# %% ../nbs/01_rnn_numpy.ipynb #9ad9a3ad
+# %% ../nbs/01_rnn_numpy.ipynb #c4759aa2
 class StackedRNN:
     "Recurrent layers applied one after another: each layer's outputs are the next layer's inputs."
     def __init__(self, layers:list): # recurrent layers with the `SimpleRNN` interface
