@@ -7,7 +7,7 @@ __all__ = ['tf', 'keras', 'CELLS', 'quiet_stderr', 'import_tensorflow', 'RNNCell
            'make_layer', 'to_keras_weights', 'from_keras_weights', 'parity_errors', 'TFAdam', 'CharModel', 'TrainStep',
            'DevicePolicy', 'choose_policy', 'gpu_details', 'enable_memory_growth', 'device_report', 'make_optimizer']
 
-# %% ../nbs/05_rnn_tensorflow.ipynb #1524b11e
+# %% ../nbs/05_rnn_tensorflow.ipynb #07a3d978
 import contextlib
 import os
 import sys
@@ -18,7 +18,7 @@ import numpy as np
 from .numpy_rnn import rnn_forward, rnn_backward
 from .numpy_gated import lstm_forward, lstm_backward, gru_forward, gru_backward
 
-# %% ../nbs/05_rnn_tensorflow.ipynb #ea23751f
+# %% ../nbs/05_rnn_tensorflow.ipynb #765e9dba
 @contextlib.contextmanager
 def quiet_stderr():
     "Point file descriptor 2 at `os.devnull` inside the block (C++ logs), then restore it; Python's `sys.stderr` is flushed around it."
@@ -53,7 +53,7 @@ def import_tensorflow(
 
 tf, keras = import_tensorflow()
 
-# %% ../nbs/05_rnn_tensorflow.ipynb #271b9ca0
+# %% ../nbs/05_rnn_tensorflow.ipynb #b3f7e3f0
 def _is_int(x)->bool:
     "True for tensors of integer dtype (token ids)."
     return keras.backend.standardize_dtype(x.dtype).startswith(("int", "uint"))
@@ -111,7 +111,7 @@ class _Cell(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "units": self.units, "input_dim": self.input_dim}
 
-# %% ../nbs/05_rnn_tensorflow.ipynb #df149e44
+# %% ../nbs/05_rnn_tensorflow.ipynb #d7b436b0
 @keras.saving.register_keras_serializable(package="rnn_tutorial")
 class RNNCell(_Cell):
     "The vanilla cell `h_t = act(x_t W_xh + b + h_{t-1} W_hh)`, with Keras's `SimpleRNNCell` weights."
@@ -176,7 +176,7 @@ class GRUCell(_Cell):
 
 CELLS = {"rnn": RNNCell, "lstm": LSTMCell, "gru": GRUCell}
 
-# %% ../nbs/05_rnn_tensorflow.ipynb #1c203197
+# %% ../nbs/05_rnn_tensorflow.ipynb #93ffac05
 @keras.saving.register_keras_serializable(package="rnn_tutorial")
 class Recurrent(keras.layers.RNN):
     "`keras.layers.RNN` for our cells, with the input projection hoisted out of the time loop; token ids allowed as inputs."
@@ -193,7 +193,7 @@ class Recurrent(keras.layers.RNN):
         "Project every step at once, then run the recurrence over the projections."
         return super().call(self.cell.project(sequences), initial_state=initial_state, mask=mask, training=training)
 
-# %% ../nbs/05_rnn_tensorflow.ipynb #cdbb26a1
+# %% ../nbs/05_rnn_tensorflow.ipynb #e98037c8
 _BUILTIN = {"rnn": "SimpleRNN", "lstm": "LSTM", "gru": "GRU"}
 
 def make_layer(
@@ -217,7 +217,7 @@ def make_layer(
     return Recurrent(CELLS[kind](units, input_dim=input_dim, dtype=dtype, **cell_kw),
                      return_sequences=return_sequences, return_state=return_state, dtype=dtype, **kwargs)
 
-# %% ../nbs/05_rnn_tensorflow.ipynb #20cc6a4e
+# %% ../nbs/05_rnn_tensorflow.ipynb #ab537d1e
 _ORDER = ("kernel", "recurrent_kernel", "bias")
 
 def to_keras_weights(
@@ -238,7 +238,7 @@ def from_keras_weights(
         raise ValueError(f"expected weights named {_ORDER}, got {[v.name for v in layer.weights]}")
     return out
 
-# %% ../nbs/05_rnn_tensorflow.ipynb #ba393756
+# %% ../nbs/05_rnn_tensorflow.ipynb #5cc9c9ab
 _NUMPY = {"rnn": (rnn_forward, rnn_backward), "lstm": (lstm_forward, lstm_backward), "gru": (gru_forward, gru_backward)}
 
 def _numpy_run(kind, x, params, dhs, dh_last):
@@ -318,7 +318,7 @@ def parity_errors(
         out[name] = e
     return out
 
-# %% ../nbs/05_rnn_tensorflow.ipynb #8b9e9c72
+# %% ../nbs/05_rnn_tensorflow.ipynb #80016b88
 @keras.saving.register_keras_serializable(package="rnn_tutorial")
 class TFAdam(keras.optimizers.Optimizer):
     "Adam written as `numpy_train.Adam`: `p -= lr_t m / (sqrt(v) + eps sqrt(1 - beta2^t))`, `lr_t = lr sqrt(1 - beta2^t) / (1 - beta1^t)`."
@@ -347,7 +347,7 @@ class TFAdam(keras.optimizers.Optimizer):
     def get_config(self):
         return {**super().get_config(), "beta_1": self.beta_1, "beta_2": self.beta_2, "epsilon": self.epsilon}
 
-# %% ../nbs/05_rnn_tensorflow.ipynb #fd5abdc7
+# %% ../nbs/05_rnn_tensorflow.ipynb #ee17bbeb
 @keras.saving.register_keras_serializable(package="rnn_tutorial")
 class CharModel(keras.Model):
     "`numpy_train.CharRNN` in Keras: token ids -> recurrent layer (every step, and its final state) -> dense scores."
@@ -395,7 +395,7 @@ class CharModel(keras.Model):
         return {**super().get_config(), "vocab_size": self.vocab_size, "units": self.units, "kind": self.kind,
                 "embedding_dim": self.embedding_dim, "builtin": self.builtin}
 
-# %% ../nbs/05_rnn_tensorflow.ipynb #231acbec
+# %% ../nbs/05_rnn_tensorflow.ipynb #11df326d
 class TrainStep:
     "Steps 3 to 6 of `numpy_train.Trainer.train_step` in TensorFlow (forward, loss, `tf.GradientTape`, clip and update), as one `tf.function`."
     def __init__(self,
@@ -456,7 +456,7 @@ class TrainStep:
         loss, norm, final = self.fn(*args)
         return loss, norm, final
 
-# %% ../nbs/05_rnn_tensorflow.ipynb #26a765ce
+# %% ../nbs/05_rnn_tensorflow.ipynb #dec5067a
 @dataclass(frozen=True)
 class DevicePolicy:
     "Where and how to train: device, Keras dtype policy, loss scaling, XLA, replicas, and why."
