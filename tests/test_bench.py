@@ -1,0 +1,161 @@
+"The benchmark command (`rnn_tutorial.bench`): FLOP formulas, option validation, the JSON it prints, the saved run. Never asserts on speed."
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rnn_tutorial import bench
+
+ROOT = Path(__file__).resolve().parents[1]
+SAVED = ROOT / "rnn_tutorial" / "results" / "bench.json"
+RATIOS = [f"{impl}/{k} / keras/{k}" for k in bench.KINDS for impl in ("numpy", "tf", "tf-xla")] + ["numpy/rnn_gflops / gemm_gflops"]
+
+
+def check_schema(result, keys=bench.KEYS):
+    "The object `--json` prints: config with sizes and machine, a positive number per key, GEMM rate, ratios and targets."
+    c = result["config"]
+    for k in ("batch", "seq_len", "units", "vocab", "embedding", "repeats", "warmup"):
+        assert isinstance(c[k], int) and c[k] >= (0 if k == "warmup" else 1), k
+    assert c["dtype"] == "float32"
+    m = c["machine"]
+    assert m["cpu_count"] >= 1 and m["numpy"] == np.__version__
+    assert {"name", "version", "threads", "kernel", "env"} <= set(m["blas"])
+    assert list(result["tokens_per_s"]) == list(keys)
+    for k in keys:
+        v = result["tokens_per_s"][k]
+        assert isinstance(v, float) and math.isfinite(v) and v > 0, k
+        assert result["ms_per_step"][k] > 0
+    assert result["gemm_gflops"] > 0 and result["gemm_gflops"] == max(result["gemm"].values())
+    for name, t in result["targets"].items():
+        assert t["value"] == result["ratios"][name] and t["met"] == (t["value"] >= t["min"])
+    if "numpy/rnn" in keys and "keras/rnn" in keys:
+        r = result["ratios"]["numpy/rnn / keras/rnn"]
+        assert r == pytest.approx(result["tokens_per_s"]["numpy/rnn"] / result["tokens_per_s"]["keras/rnn"])
+    if "numpy/rnn" in keys:
+        flops = bench.step_flops("rnn", c["batch"], c["seq_len"], c["units"], c["vocab"])["total"]
+        assert result["numpy/rnn_gflops"] == pytest.approx(flops / (result["ms_per_step"]["numpy/rnn"] / 1e3) / 1e9)
+        assert result["ratios"]["numpy/rnn_gflops / gemm_gflops"] == pytest.approx(result["numpy/rnn_gflops"] / result["gemm_gflops"])
+
+
+def test_flop_formulas():
+    "2·B·(D+H)·H per step forward for the vanilla cell, four times for the LSTM, three for the GRU; the step's products add up."
+    assert bench.cell_flops("rnn", 64, 80, 256) == 2 * 64 * (80 + 256) * 256
+    assert bench.cell_flops("lstm", 3, 5, 7) == 4 * bench.cell_flops("rnn", 3, 5, 7)
+    assert bench.cell_flops("gru", 3, 5, 7) == 3 * bench.cell_flops("rnn", 3, 5, 7)
+    B, T, H, V = 64, 100, 256, 80
+    rnn = bench.step_flops("rnn", B, T, H, V)
+    assert rnn["total"] == 6 * B * T * H * H + 6 * B * T * H * V + 2 * B * T * V * H == sum(v for k, v in rnn.items() if k != "total")
+    lstm = bench.step_flops("lstm", B, T, H, V)
+    assert lstm["total"] == 6 * B * T * H * 4 * H + 6 * B * T * H * V + 2 * B * T * V * 4 * H
+    for bad in ({"kind": "tanh"}, {"batch": 0}, {"units": 2.5}, {"vocab": True}):
+        args = {"kind": "rnn", "batch": 1, "seq_len": 1, "units": 1, "vocab": 1, **bad}
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            bench.step_flops(**args)
+
+
+def test_select_keys():
+    assert bench.select_keys() == list(bench.KEYS) and len(bench.KEYS) == 12
+    assert bench.select_keys("numpy/*") == ["numpy/rnn", "numpy/lstm", "numpy/gru"]
+    assert bench.select_keys("keras/lstm, tf*/rnn") == ["tf/rnn", "tf-xla/rnn", "keras/lstm"]
+    for bad in ("jax/*", "", " , "):
+        with pytest.raises(ValueError, match="only"):
+            bench.select_keys(bad)
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--batch", "0"], "--batch: expected a positive integer"),
+    (["--seq-len", "x"], "--seq-len: expected a positive integer"),
+    (["--units", "-3"], "--units"),
+    (["--warmup", "-1"], "--warmup: expected a non-negative integer"),
+    (["--blas-threads", "0"], "--blas-threads"),
+    (["--only", "jax/*"], "matches none of"),
+    (["--frobnicate"], "unrecognized arguments"),
+])
+def test_bad_options_exit_2_naming_the_option(argv, message, capsys):
+    "Bad options are refused before anything is timed: argparse's exit status 2 and a message naming the option."
+    with pytest.raises(SystemExit) as e:
+        bench.main(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "usage: rnn-tutorial bench" in err and message in err
+
+
+def test_help_names_every_option(capsys):
+    with pytest.raises(SystemExit) as e:
+        bench.main(["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    for opt in ("--batch", "--seq-len", "--units", "--vocab", "--repeats", "--warmup", "--only", "--quick", "--json", "--blas-threads"):
+        assert opt in out
+
+
+def test_numpy_only_run_in_process(tmp_path, capsys):
+    "A tiny NumPy-only run through `main`: one JSON object on stdout, progress on stderr, the same object in --output."
+    out = tmp_path / "sub" / "b.json"
+    assert bench.main(["--json", "--only", "numpy/*", "--batch", "2", "--seq-len", "3", "--units", "4", "--vocab", "5",
+                       "--repeats", "2", "--warmup", "0", "--blas-threads", "1", "--output", str(out)]) == 0
+    cap = capsys.readouterr()
+    result = json.loads(cap.out)
+    assert "numpy/rnn" in cap.err and "gemm" in cap.err
+    check_schema(result, ["numpy/rnn", "numpy/lstm", "numpy/gru"])
+    assert result["ratios"].keys() == {"numpy/rnn_gflops / gemm_gflops"} and "tensorflow" not in result["config"]["machine"]
+    assert json.loads(out.read_text()) == result
+    assert result["config"]["machine"]["blas"]["threads"] in (1, None)  # measured inside --blas-threads 1
+
+
+def test_table_output(capsys):
+    assert bench.main(["--only", "numpy/rnn", "--batch", "2", "--seq-len", "2", "--units", "3", "--repeats", "1"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("B=2 T=2 H=3 V=80") and "numpy/rnn_gflops / gemm_gflops" in out
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(out)
+
+
+def test_blas_threads_restores():
+    before = bench.blas_info()["threads"]
+    if before is None: pytest.skip("NumPy's OpenBLAS not found: thread count unknown")
+    with bench.blas_threads(1):
+        assert bench.blas_info()["threads"] == 1
+    assert bench.blas_info()["threads"] == before
+
+
+def test_numpy_steps_train_the_same_task():
+    "Every NumPy step starts near ln V nats (uniform guessing) and lowers the loss on a repeated batch."
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, 7, (2, 2, 5))
+    for kind in bench.KINDS:
+        step = bench.make_step(f"numpy/{kind}", 8, 7, lr=0.05)
+        first = step(x, y)
+        assert abs(first - math.log(7)) < 0.5
+        for _ in range(10): last = step(x, y)
+        assert last < first
+    with pytest.raises(ValueError, match="key must be one of"):
+        bench.make_step("numpy/elman", 8, 7)
+
+
+def test_quick_json_command():
+    "`python -m rnn_tutorial.bench --json --quick` (one timed step each here): exactly one JSON object on stdout, all twelve keys."
+    proc = subprocess.run([sys.executable, "-m", "rnn_tutorial.bench", "--json", "--quick", "--repeats", "1", "--warmup", "1"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout)  # the whole of stdout is one object
+    check_schema(result)
+    c = result["config"]
+    assert (c["batch"], c["seq_len"], c["units"], c["vocab"], c["repeats"]) == (16, 25, 64, 80, 1)
+    assert "tensorflow" in c["machine"] and c["machine"]["devices"]
+    assert set(result["ratios"]) == set(RATIOS) and set(result["targets"]) == set(bench.TARGETS)
+    assert "keras/lstm" in proc.stderr
+
+
+@pytest.mark.skipif(not SAVED.exists(), reason="no saved full-size run")
+def test_saved_full_run():
+    "The saved run the chapter shows has the full schema and the default sizes."
+    result = json.loads(SAVED.read_text())
+    check_schema(result)
+    c = result["config"]
+    assert (c["batch"], c["seq_len"], c["units"], c["vocab"]) == (64, 100, 256, 80)
+    assert set(result["ratios"]) == set(RATIOS)
