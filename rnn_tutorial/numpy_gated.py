@@ -5,13 +5,13 @@
 # %% auto #0
 __all__ = ['init_lstm_params', 'lstm_forward', 'lstm_backward', 'init_gru_params', 'gru_forward', 'gru_backward', 'LSTM', 'GRU']
 
-# %% ../nbs/03_gated_numpy.ipynb #2cab2927
+# %% ../nbs/03_gated_numpy.ipynb #46837a95
 import numpy as np
 
-from .numpy_rnn import _check_array, _check_inputs, _check_size, _flatten, _float_dtype
+from .numpy_rnn import RecurrentLayer, _check_array, _check_inputs, _check_size, _flatten, _float_dtype
 from .numpy_rnn import _glorot_uniform, _input_grads, _input_projection, _orthogonal, _time_major
 
-# %% ../nbs/03_gated_numpy.ipynb #435c417e
+# %% ../nbs/03_gated_numpy.ipynb #4823cd48
 def _recurrent_init(rng, units, gates, dtype):
     "One orthogonal (H, H) block per gate, side by side: (H, gates*H)."
     return np.concatenate([_orthogonal(rng, units, dtype) for _ in range(gates)], axis=1)
@@ -31,7 +31,7 @@ def init_lstm_params(
     return {"kernel": _glorot_uniform(rng, input_dim, 4 * units, dtype),
             "recurrent_kernel": _recurrent_init(rng, units, 4, dtype), "bias": bias}
 
-# %% ../nbs/03_gated_numpy.ipynb #fa6d8fc7
+# %% ../nbs/03_gated_numpy.ipynb #90b88c19
 def _check_gated_params(params, gates, cell, bias_rows=None):
     "Check a gated cell's parameter dict (`gates` blocks per matrix) and return (kernel, recurrent_kernel, bias)."
     if not isinstance(params, dict) or not {"kernel", "recurrent_kernel", "bias"} <= set(params):
@@ -57,7 +57,7 @@ def _gate_scales(H, gates, dtype):
     scale[2], shift[2] = 1, 0  # the candidate block (LSTM "c", GRU "h") is the third, and a plain tanh
     return scale.reshape(-1), shift.reshape(-1)
 
-# %% ../nbs/03_gated_numpy.ipynb #8f8d1f3f
+# %% ../nbs/03_gated_numpy.ipynb #6454f31a
 def lstm_forward(
     x:np.ndarray, # inputs (B, T, D) float, or token ids (B, T) int meaning one-hot inputs
     params:dict, # `kernel` W (D, 4H), `recurrent_kernel` U (H, 4H), `bias` b (4H,); gates i, f, c, o
@@ -87,7 +87,7 @@ def lstm_forward(
     cache = {"x": x, "h0": h0, "c0": c0, "gates": G, "hs": hs, "cs": cs, "tanh_cs": tcs, "params": params}
     return hs.transpose(1, 0, 2), cache
 
-# %% ../nbs/03_gated_numpy.ipynb #dc9c912d
+# %% ../nbs/03_gated_numpy.ipynb #999565cf
 def lstm_backward(
     dhs:np.ndarray|None, # dL/dh_t from the outputs at every step (B, T, H); None if only `dh_last`/`dc_last`
     cache:dict, # from `lstm_forward`
@@ -123,7 +123,7 @@ def lstm_backward(
     dW, dx = _input_grads(x, W, dZ)
     return {"kernel": dW, "recurrent_kernel": h_prev.T @ dZ2, "bias": dZ2.sum(0)}, dx, dh_next, dc
 
-# %% ../nbs/03_gated_numpy.ipynb #6f389d3a
+# %% ../nbs/03_gated_numpy.ipynb #1bfe2925
 def init_gru_params(
     input_dim:int, # D, features per step (or vocabulary size for token ids)
     units:int, # H, size of the hidden state
@@ -202,8 +202,8 @@ def gru_backward(
     dW, dx = _input_grads(x, W, dX)
     return {"kernel": dW, "recurrent_kernel": h_prev.T @ dA2, "bias": np.stack([dX2.sum(0), dA2.sum(0)])}, dx, dh_next
 
-# %% ../nbs/03_gated_numpy.ipynb #ae797a2f
-class LSTM:
+# %% ../nbs/03_gated_numpy.ipynb #aca9e8dd
+class LSTM(RecurrentLayer):
     "An LSTM layer: Keras's `LSTM` names, weight layout and defaults (tanh, sigmoid gates), with an explicit backward pass."
     def __init__(self,
                  units:int, # H, size of the hidden and cell states
@@ -216,59 +216,31 @@ class LSTM:
         self.units, self.return_sequences, self.seed = units, bool(return_sequences), seed
         self.dtype, self.unit_forget_bias, self.params = _float_dtype(dtype), bool(unit_forget_bias), None
 
-    def build(self,
-              input_dim:int, # D, features per step, or vocabulary size for token ids
-             ):
-        "Create the parameters for inputs with `input_dim` features."
-        self.params = init_lstm_params(input_dim, self.units, self.seed, self.dtype, self.unit_forget_bias)
-        return self
+    def _init_params(self, input_dim):
+        return init_lstm_params(input_dim, self.units, self.seed, self.dtype, self.unit_forget_bias)
 
-    @property
-    def output_dim(self):
-        "Size of the output's last axis."
-        return self.units
-
-    def forward(self,
-                x:np.ndarray, # inputs (B, T, D) float or token ids (B, T)
-                h0:tuple|None=None, # None, or the initial state (h0, c0), each (B, H) or None
-               )->tuple: # outputs (B, T, H) or (B, H), and the cache for `backward`
-        "Run the layer over a batch of sequences."
-        if self.params is None:
-            if np.ndim(x) != 3:
-                raise ValueError("call build(vocab_size) before feeding token ids: the vocabulary size is not known")
-            self.build(np.shape(x)[-1])
+    def _forward(self, x, h0):
+        "h0 is None or the pair (h0, c0), either of which may be None."
         if h0 is None: h0 = (None, None)
         if not isinstance(h0, (tuple, list)) or len(h0) != 2:
             raise ValueError("h0 of an LSTM must be None or a pair (h0, c0), each (batch, units) or None")
-        hs, cache = lstm_forward(x, self.params, *h0)
-        return (hs if self.return_sequences else hs[:, -1]), cache
+        return lstm_forward(x, self.params, *h0)
 
-    def backward(self,
-                 dout:np.ndarray, # gradient with respect to the outputs of `forward`
-                 cache:dict, # from `forward`
-                )->tuple: # grads (like `params`), dx (None for token ids), (dh0, dc0)
-        "Backpropagation through time for the `forward` call that made `cache`."
-        grads, dx, dh0, dc0 = lstm_backward(dout, cache) if self.return_sequences else \
-            lstm_backward(None, cache, dh_last=dout)
+    def _backward(self, dhs, dh_last, cache):
+        "The initial state's gradient is the pair (dh0, dc0)."
+        grads, dx, dh0, dc0 = lstm_backward(dhs, cache, dh_last=dh_last)
         return grads, dx, (dh0, dc0)
 
     def final_state(self, cache:dict)->tuple:
         "The state (h_T, c_T) after the last step of the `forward` call that made `cache`."
         return cache["hs"][-1], cache["cs"][-1]
 
-    def count_params(self)->int:
-        "Number of scalar parameters (independent of sequence length)."
-        if self.params is None: raise ValueError("the layer is not built yet: call build(input_dim) first")
-        return int(sum(v.size for v in _flatten(self.params).values()))
-
     def get_config(self)->dict:
         "The constructor's arguments, as Keras reports them."
         return {"units": self.units, "return_sequences": self.return_sequences, "seed": self.seed,
                 "dtype": self.dtype.name, "unit_forget_bias": self.unit_forget_bias}
 
-    def __repr__(self): return f"LSTM({', '.join(f'{k}={v!r}' for k, v in self.get_config().items())})"
-
-class GRU:
+class GRU(RecurrentLayer):
     "A GRU layer: Keras's `GRU` names, weight layout and defaults (`reset_after=True`), with an explicit backward pass."
     def __init__(self,
                  units:int, # H, size of the hidden state
@@ -280,49 +252,15 @@ class GRU:
         self.units, self.return_sequences, self.seed = units, bool(return_sequences), seed
         self.dtype, self.params = _float_dtype(dtype), None
 
-    def build(self,
-              input_dim:int, # D, features per step, or vocabulary size for token ids
-             ):
-        "Create the parameters for inputs with `input_dim` features."
-        self.params = init_gru_params(input_dim, self.units, self.seed, self.dtype)
-        return self
-
-    @property
-    def output_dim(self):
-        "Size of the output's last axis."
-        return self.units
-
-    def forward(self,
-                x:np.ndarray, # inputs (B, T, D) float or token ids (B, T)
-                h0:np.ndarray|None=None, # initial state (B, H); zeros when None
-               )->tuple: # outputs (B, T, H) or (B, H), and the cache for `backward`
-        "Run the layer over a batch of sequences."
-        if self.params is None:
-            if np.ndim(x) != 3:
-                raise ValueError("call build(vocab_size) before feeding token ids: the vocabulary size is not known")
-            self.build(np.shape(x)[-1])
-        hs, cache = gru_forward(x, self.params, h0)
-        return (hs if self.return_sequences else hs[:, -1]), cache
-
-    def backward(self,
-                 dout:np.ndarray, # gradient with respect to the outputs of `forward`
-                 cache:dict, # from `forward`
-                )->tuple: # grads (like `params`), dx (None for token ids), dh0
-        "Backpropagation through time for the `forward` call that made `cache`."
-        return gru_backward(dout, cache) if self.return_sequences else gru_backward(None, cache, dh_last=dout)
+    def _init_params(self, input_dim): return init_gru_params(input_dim, self.units, self.seed, self.dtype)
+    def _forward(self, x, h0): return gru_forward(x, self.params, h0)
+    def _backward(self, dhs, dh_last, cache): return gru_backward(dhs, cache, dh_last=dh_last)
 
     def final_state(self, cache:dict)->np.ndarray:
         "The state h_T after the last step of the `forward` call that made `cache`."
         return cache["hs"][-1]
 
-    def count_params(self)->int:
-        "Number of scalar parameters (independent of sequence length)."
-        if self.params is None: raise ValueError("the layer is not built yet: call build(input_dim) first")
-        return int(sum(v.size for v in _flatten(self.params).values()))
-
     def get_config(self)->dict:
         "The constructor's arguments, as Keras reports them."
         return {"units": self.units, "return_sequences": self.return_sequences, "seed": self.seed,
                 "dtype": self.dtype.name}
-
-    def __repr__(self): return f"GRU({', '.join(f'{k}={v!r}' for k, v in self.get_config().items())})"

@@ -4,10 +4,10 @@
 
 # %% auto #0
 __all__ = ['ACTIVATIONS', 'Activation', 'get_activation', 'init_rnn_params', 'init_dense_params', 'rnn_forward', 'dense_forward',
-           'dense_backward', 'softmax_cross_entropy', 'mse', 'rnn_backward', 'gradient_check', 'SimpleRNN',
-           'save_params', 'load_params', 'StackedRNN', 'Bidirectional']
+           'dense_backward', 'softmax_cross_entropy', 'mse', 'rnn_backward', 'gradient_check', 'RecurrentLayer',
+           'SimpleRNN', 'save_params', 'load_params', 'StackedRNN', 'Bidirectional']
 
-# %% ../nbs/01_rnn_numpy.ipynb #1da3bfc3
+# %% ../nbs/01_rnn_numpy.ipynb #415b3d1e
 import os
 import tempfile
 from pathlib import Path
@@ -15,7 +15,7 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-# %% ../nbs/01_rnn_numpy.ipynb #bb47a598
+# %% ../nbs/01_rnn_numpy.ipynb #ada29b17
 def _check_array(
     name:str, # the argument's name, used in the message
     a, # the value passed
@@ -33,7 +33,7 @@ def _check_array(
         raise ValueError(f"{name} must be finite, got {np.size(a) - np.isfinite(a).sum()} NaN or infinite value(s)")
     return a
 
-# %% ../nbs/01_rnn_numpy.ipynb #2b43b0ac
+# %% ../nbs/01_rnn_numpy.ipynb #00173232
 class Activation(NamedTuple):
     "An activation `f(a, out)` and its derivative `df(h)` written in terms of the output `h = f(a)`."
     f: Callable
@@ -61,7 +61,7 @@ def get_activation(
         raise ValueError(f"unknown activation {name!r}; expected one of {', '.join(map(repr, sorted(ACTIVATIONS)))}")
     return ACTIVATIONS[name]
 
-# %% ../nbs/01_rnn_numpy.ipynb #77b78a31
+# %% ../nbs/01_rnn_numpy.ipynb #66200c98
 def _glorot_uniform(rng, fan_in, fan_out, dtype):
     "Glorot (Xavier) uniform matrix (fan_in, fan_out), Keras's default kernel initialiser."
     limit = np.sqrt(6.0 / (fan_in + fan_out))
@@ -109,7 +109,7 @@ def init_dense_params(
     rng = np.random.default_rng(seed)
     return {"kernel": _glorot_uniform(rng, input_dim, units, dtype), "bias": np.zeros(units, dtype)}
 
-# %% ../nbs/01_rnn_numpy.ipynb #7f7280a9
+# %% ../nbs/01_rnn_numpy.ipynb #80f017bd
 def _check_rnn_params(params):
     "Check a vanilla RNN's parameter dict and return (W_xh, W_hh, b)."
     if not isinstance(params, dict) or not {"kernel", "recurrent_kernel", "bias"} <= set(params):
@@ -184,7 +184,7 @@ def rnn_forward(
     cache = {"x": x, "h0": h0, "hs": hs, "params": params, "activation": activation}  # all time-major
     return hs.transpose(1, 0, 2), cache
 
-# %% ../nbs/01_rnn_numpy.ipynb #b2b8ede8
+# %% ../nbs/01_rnn_numpy.ipynb #b9b023f4
 def dense_forward(
     h:np.ndarray, # inputs (..., H), e.g. all hidden states (B, T, H)
     params:dict, # `kernel` (H, V), `bias` (V,)
@@ -209,7 +209,7 @@ def dense_backward(
     grads = {"kernel": h.reshape(-1, W.shape[0]).T @ dy2, "bias": dy2.sum(0)}
     return grads, (dy2 @ W.T).reshape(h.shape)
 
-# %% ../nbs/01_rnn_numpy.ipynb #fee35f29
+# %% ../nbs/01_rnn_numpy.ipynb #4c8dad22
 def softmax_cross_entropy(
     logits:np.ndarray, # unnormalised scores (..., V)
     targets:np.ndarray, # integer class ids (...), each in [0, V)
@@ -244,7 +244,7 @@ def mse(
     diff = pred - target
     return float(np.mean(diff * diff)), (2 / diff.size) * diff
 
-# %% ../nbs/01_rnn_numpy.ipynb #706b573f
+# %% ../nbs/01_rnn_numpy.ipynb #f643240b
 def rnn_backward(
     dhs:np.ndarray|None, # dL/dh_t from the outputs at every step (B, T, H); None if only `dh_last`
     cache:dict, # from `rnn_forward`
@@ -271,7 +271,7 @@ def rnn_backward(
     dW_xh, dx = _input_grads(x, W_xh, dA)  # X^T delta (one-hot X for token ids) and delta W_xh^T
     return {"kernel": dW_xh, "recurrent_kernel": h_prev.T @ dA2, "bias": dA2.sum(0)}, dx, dh0
 
-# %% ../nbs/01_rnn_numpy.ipynb #0cfe38fd
+# %% ../nbs/01_rnn_numpy.ipynb #9affd605
 def _flatten(tree, prefix=""):
     "Leaves of a nested dict of arrays, keyed 'outer/inner'."
     out = {}
@@ -315,8 +315,48 @@ def gradient_check(
         errors[name] = float(np.max(np.abs(g - num) / np.maximum(np.abs(g) + np.abs(num), 1e-300)))
     return errors
 
-# %% ../nbs/01_rnn_numpy.ipynb #c04d27b0
-class SimpleRNN:
+# %% ../nbs/01_rnn_numpy.ipynb #5f0da0fe
+class RecurrentLayer:
+    "What every recurrent layer here shares: lazy building, the output choice, parameter count and repr."
+    def build(self,
+              input_dim:int, # D, features per step, or vocabulary size for token ids
+             ):
+        "Create the parameters for inputs with `input_dim` features."
+        self.params = self._init_params(input_dim)
+        return self
+
+    @property
+    def output_dim(self):
+        "Size of the output's last axis."
+        return self.units
+
+    def forward(self,
+                x:np.ndarray, # inputs (B, T, D) float or token ids (B, T)
+                h0=None, # initial state: zeros when None (a pair (h0, c0) for the LSTM)
+               )->tuple: # outputs (B, T, H) or (B, H), and the cache for `backward`
+        "Run the layer over a batch of sequences."
+        if self.params is None:
+            if np.ndim(x) != 3:
+                raise ValueError("call build(vocab_size) before feeding token ids: the vocabulary size is not known")
+            self.build(np.shape(x)[-1])
+        hs, cache = self._forward(x, h0)
+        return (hs if self.return_sequences else hs[:, -1]), cache
+
+    def backward(self,
+                 dout:np.ndarray, # gradient with respect to the outputs of `forward`
+                 cache:dict, # from `forward`
+                )->tuple: # grads (like `params`), dx (None for token ids), the initial state's gradient
+        "Backpropagation through time for the `forward` call that made `cache`."
+        return self._backward(dout, None, cache) if self.return_sequences else self._backward(None, dout, cache)
+
+    def count_params(self)->int:
+        "Number of scalar parameters (independent of sequence length)."
+        if self.params is None: raise ValueError("the layer is not built yet: call build(input_dim) first")
+        return int(sum(v.size for v in _flatten(self.params).values()))
+
+    def __repr__(self): return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.get_config().items())})"
+
+class SimpleRNN(RecurrentLayer):
     "A vanilla RNN layer: Keras's `SimpleRNN` names and weight layout, with an explicit backward pass."
     def __init__(self,
                  units:int, # H, size of the hidden state
@@ -330,52 +370,16 @@ class SimpleRNN:
         self.units, self.activation, self.return_sequences, self.seed = units, activation, bool(return_sequences), seed
         self.dtype, self.params = _float_dtype(dtype), None
 
-    def build(self,
-              input_dim:int, # D, features per step, or vocabulary size for token ids
-             ):
-        "Create the parameters for inputs with `input_dim` features."
-        self.params = init_rnn_params(input_dim, self.units, self.seed, self.dtype)
-        return self
-
-    @property
-    def output_dim(self):
-        "Size of the output's last axis."
-        return self.units
-
-    def forward(self,
-                x:np.ndarray, # inputs (B, T, D) float or token ids (B, T)
-                h0:np.ndarray|None=None, # initial state (B, H); zeros when None
-               )->tuple: # outputs (B, T, H) or (B, H), and the cache for `backward`
-        "Run the layer over a batch of sequences."
-        if self.params is None:
-            if np.ndim(x) != 3:
-                raise ValueError("call build(vocab_size) before feeding token ids: the vocabulary size is not known")
-            self.build(np.shape(x)[-1])
-        hs, cache = rnn_forward(x, self.params, h0, self.activation)
-        return (hs if self.return_sequences else hs[:, -1]), cache
-
-    def backward(self,
-                 dout:np.ndarray, # gradient with respect to the outputs of `forward`
-                 cache:dict, # from `forward`
-                )->tuple: # grads (like `params`), dx (None for token ids), dh0
-        "Backpropagation through time for the last `forward` call that made `cache`."
-        if self.return_sequences:
-            return rnn_backward(dout, cache)
-        return rnn_backward(None, cache, dh_last=dout)
-
-    def count_params(self)->int:
-        "Number of scalar parameters (independent of sequence length)."
-        if self.params is None: raise ValueError("the layer is not built yet: call build(input_dim) first")
-        return int(sum(v.size for v in _flatten(self.params).values()))
+    def _init_params(self, input_dim): return init_rnn_params(input_dim, self.units, self.seed, self.dtype)
+    def _forward(self, x, h0): return rnn_forward(x, self.params, h0, self.activation)
+    def _backward(self, dhs, dh_last, cache): return rnn_backward(dhs, cache, dh_last=dh_last)
 
     def get_config(self)->dict:
         "The constructor's arguments, as Keras reports them."
         return {"units": self.units, "activation": self.activation, "return_sequences": self.return_sequences,
                 "seed": self.seed, "dtype": self.dtype.name}
 
-    def __repr__(self): return f"SimpleRNN({', '.join(f'{k}={v!r}' for k, v in self.get_config().items())})"
-
-# %% ../nbs/01_rnn_numpy.ipynb #abb5e17f
+# %% ../nbs/01_rnn_numpy.ipynb #c62f8fc2
 def save_params(
     path, # destination file, conventionally ending in .npz
     params:dict, # a (nested) dict of arrays
@@ -410,7 +414,7 @@ def load_params(
         raise ValueError(f"{path} is not a valid .npz parameter file: {e}") from e
     return _unflatten(flat)
 
-# %% ../nbs/01_rnn_numpy.ipynb #c4759aa2
+# %% ../nbs/01_rnn_numpy.ipynb #f25cddee
 class StackedRNN:
     "Recurrent layers applied one after another: each layer's outputs are the next layer's inputs."
     def __init__(self, layers:list): # recurrent layers with the `SimpleRNN` interface
