@@ -16,6 +16,7 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -24,13 +25,13 @@ from . import numpy_train as nt
 from .data import (CORPORA, TBPTTBatches, Vocab, atomic_write, load_corpus, read_text, split_text,
                                uniform_bits_per_char, unigram_bits_per_char)
 from .numpy_gated import GRU, LSTM
-from .numpy_rnn import SimpleRNN, StackedRNN, _flatten, _unflatten
+from .numpy_rnn import SimpleRNN, StackedRNN, flatten_tree, unflatten_tree
 
 # %% auto #0
 __all__ = ['PROG', 'EXIT_USAGE', 'EXIT_SIGINT', 'EXIT_SIGTERM', 'MODEL_FORMAT', 'MODEL_VERSION', 'TF_CHECKPOINT_FORMAT', 'CELLS',
            'DEMO_MINUTES', 'CLIError', 'Progress', 'read_config', 'load_model_dir', 'settings', 'plot_loss',
-           'train_run', 'beam_search', 'stream_sample', 'cmd_train', 'cmd_demo', 'cmd_generate', 'cmd_evaluate',
-           'cmd_info', 'cmd_bench', 'build_parser', 'main']
+           'train_run', 'numpy_step', 'beam_continuation', 'stream_sample', 'cmd_train', 'cmd_demo', 'cmd_generate',
+           'cmd_evaluate', 'cmd_info', 'cmd_bench', 'build_parser', 'main']
 
 # %% ../nbs/21_cli.ipynb #1c9d05a8
 PROG = "rnn-tutorial"
@@ -193,10 +194,10 @@ def load_model_dir(
     try:
         with np.load(wpath, allow_pickle=False) as f: flat = {k: f[k] for k in f.files}
     except Exception as e: raise ValueError(f"{wpath} is not a valid weights file (corrupt or truncated): {e}") from e
-    expected = _flatten(model.params)
+    expected = flatten_tree(model.params)
     if set(flat) != set(expected) or any(flat[k].shape != expected[k].shape for k in expected):
         raise ValueError(f"{wpath} does not fit the model in config.json ({cell}, {units} units, {layers} layer(s), {V} characters)")
-    model.params = _unflatten({k: v.astype(expected[k].dtype) for k, v in flat.items()})
+    model.params = unflatten_tree({k: v.astype(expected[k].dtype) for k, v in flat.items()})
     return model, vocab, cfg
 
 # %% ../nbs/21_cli.ipynb #715e8724
@@ -255,11 +256,7 @@ class _NumpyRun:
     def params(self) -> dict: return self.trainer.model.params
     def evaluate(self, ids:np.ndarray) -> float: return nt.evaluate(self.trainer.model, ids, seq_len=self.trainer.seq_len).nats
     def save_checkpoint(self, path:Path): nt.save_checkpoint(path, self.trainer)
-    def load_checkpoint(self, path:Path):
-        nt.load_checkpoint(path, self.trainer)
-        layer, state = self.trainer.model.layer, self.trainer.state
-        if isinstance(layer, StackedRNN) and state is not None:  # a stacked LSTM's (h, c) pairs come back as (2, B, H) arrays
-            self.trainer.state = [tuple(s) if isinstance(l, LSTM) else s for s, l in zip(state, layer.layers)]
+    def load_checkpoint(self, path:Path): nt.load_checkpoint(path, self.trainer)
 
 class _TFRun:
     "The TensorFlow backend: `tf_rnn.CharModel` and `TrainStep`, driven exactly as `numpy_train.Trainer` drives the NumPy model"
@@ -381,7 +378,7 @@ def settings(
     return {"backend": backend, "cell": cell, "units": units, "layers": layers, "seq_len": seq_len, "batch_size": batch_size,
             "lr": lr, "clip": clip, "seed": seed, "eval_every": eval_every, "eval_chars": min(eval_chars, int(data.valid.size)),
             "valid_frac": valid_frac, "data": {"name": data.name, "vocab_size": len(data.vocab),
-                                              "train_sha256": nt._fingerprint(data.train), "valid_sha256": nt._fingerprint(data.valid)}}
+                                              "train_sha256": nt.ids_fingerprint(data.train), "valid_sha256": nt.ids_fingerprint(data.valid)}}
 
 def _check_out(out:Path, resume:bool, overwrite:bool, s:dict, demo:bool=False):
     "Refuse an --out that is not a directory, holds another model (unless --overwrite or a demo's), or cannot be resumed"
@@ -453,7 +450,7 @@ class _Stop:
 def _save_run(run, out:Path, config:dict):
     "Checkpoint, weights, log and config of `run`, each written atomically"
     run.save_checkpoint(out / "checkpoint.npz")
-    atomic_write(out / "weights.npz", _npz_bytes(_flatten(run.params())))
+    atomic_write(out / "weights.npz", _npz_bytes(flatten_tree(run.params())))
     atomic_write(out / "log.jsonl", _log_lines(run.log))
     atomic_write(out / "config.json", json.dumps({**config, "steps_done": run.step}, indent=1) + "\n")
 
@@ -519,36 +516,32 @@ def train_run(
     return 0
 
 # %% ../nbs/21_cli.ipynb #0475ca65
-def _take(state, idx:np.ndarray):
-    "Rows `idx` of a (possibly nested) recurrent state: an array, an (h, c) tuple, or a list of per-layer states"
-    if isinstance(state, tuple): return tuple(_take(s, idx) for s in state)
-    if isinstance(state, list): return [_take(s, idx) for s in state]
-    return state[idx]
-
 def _log_softmax(z:np.ndarray) -> np.ndarray:
     "log softmax over the last axis, in float64"
     z = np.asarray(z, np.float64); z = z - z.max(-1, keepdims=True)
     return z - np.log(np.exp(z).sum(-1, keepdims=True))
 
-def beam_search(
+def numpy_step(
+    model:nt.CharRNN, # the model
+) -> Callable: # `step(state, ids (beams,)) -> (log_probs (beams, V) float64, new_state)`
+    "A `step` function over a NumPy `CharRNN`, as `apps.generation.beam_search` takes: one character per sequence in, next-character log-probabilities out"
+    def step(state, ids):
+        logits, _, state = nt.forward(model, np.asarray(ids, np.int32).reshape(-1, 1), state)
+        return _log_softmax(logits[:, -1]), state
+    return step
+
+def beam_continuation(
     model:nt.CharRNN, # the model
     vocab:Vocab, # its vocabulary
     prime:str, # the text to continue, at least one character
     length:int, # characters to generate
     beam:int=5, # how many continuations to keep at each step
 ) -> tuple: # (the most likely continuation, its log-probability in nats)
-    "The most likely `length` characters after `prime` found by beam search of width `beam`"
-    logits, _, state = nt.forward(model, vocab.encode(prime)[None], None)
-    scores, seqs, logp, V = np.zeros(1), [[]], _log_softmax(logits[:, -1]), len(vocab)
-    for t in range(length):
-        cand = (scores[:, None] + logp).ravel()
-        top = np.argsort(-cand, kind="stable")[:beam]
-        parents, chars = top // V, top % V
-        scores, seqs = cand[top], [seqs[p] + [int(c)] for p, c in zip(parents, chars)]
-        if t + 1 < length:
-            logits, _, state = nt.forward(model, chars[:, None].astype(np.int32), _take(state, parents))
-            logp = _log_softmax(logits[:, -1])
-    return vocab.decode(np.array(seqs[0], np.int32)), float(scores[0])
+    "The most likely `length` characters after `prime` found by the beam search of chapter 7 (`apps.generation.beam_search`) of width `beam`"
+    if length == 0: return "", 0.0
+    from rnn_tutorial.apps.generation import beam_search  # it imports TensorFlow: only when a beam search is asked for
+    (ids, score), *_ = beam_search(numpy_step(model), None, vocab.encode(prime), beam, length)
+    return vocab.decode(np.array(ids, np.int32)), score
 
 def stream_sample(
     model:nt.CharRNN, # the model
@@ -564,7 +557,7 @@ def stream_sample(
     logits, _, state = nt.forward(model, vocab.encode(prime)[None], None)
     z = logits[0, -1]
     for t in range(length):
-        i = nt._next_id(z, temperature, top_k, rng)
+        i = nt.sample_next_id(z, temperature, top_k, rng)
         yield vocab.decode(np.array([i], np.int32))
         if t + 1 < length:
             logits, _, state = nt.forward(model, np.array([[i]], np.int32), state)
@@ -616,7 +609,7 @@ def cmd_generate(args) -> int:
     if args.top_k is not None and args.top_k > len(vocab): args.top_k = None
     sys.stdout.write(args.prime)
     if args.beam:
-        text, _ = beam_search(model, vocab, args.prime, args.length, args.beam)
+        text, _ = beam_continuation(model, vocab, args.prime, args.length, args.beam)
         sys.stdout.write(text)
     else:
         text = ""

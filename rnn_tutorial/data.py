@@ -23,24 +23,58 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 
 # %% auto #0
-__all__ = ['TINYSHAKESPEARE_URL', 'TINYSHAKESPEARE_SIZE', 'TINYSHAKESPEARE_SHA256', 'CORPORA', 'SERIES', 'language_reference',
-           'Corpus', 'split_text', 'read_text', 'get_cache_dir', 'atomic_write', 'DownloadError', 'download', 'fetch',
-           'tinyshakespeare', 'load_corpus', 'Vocab', 'uniform_bits_per_char', 'unigram_bits_per_char', 'TBPTTBatches',
-           'pad_sequences', 'bucket_by_length', 'adding_problem', 'copy_memory', 'copy_memory_baseline', 'parity',
-           'load_series', 'windows', 'split_series', 'persistence_forecast']
+__all__ = ['TINYSHAKESPEARE_URL', 'TINYSHAKESPEARE_SIZE', 'TINYSHAKESPEARE_SHA256', 'CORPORA', 'SERIES', 'check_int',
+           'check_number', 'check_fraction', 'check_ids', 'language_reference', 'Corpus', 'split_text', 'read_text',
+           'get_cache_dir', 'atomic_write', 'DownloadError', 'download', 'fetch', 'tinyshakespeare', 'load_corpus',
+           'Vocab', 'uniform_bits_per_char', 'unigram_bits_per_char', 'TBPTTBatches', 'pad_sequences',
+           'bucket_by_length', 'adding_problem', 'copy_memory', 'copy_memory_baseline', 'parity', 'load_series',
+           'windows', 'split_series', 'persistence_forecast']
 
 # %% ../nbs/00_data.ipynb #9d4fdefc
-def _int_arg(name:str, value, minimum:int=1) -> int:
+def check_int(
+    name:str, # the argument's name, used in the message
+    value, # the value passed
+    minimum:int=1, # the smallest value allowed
+) -> int:
     "Return `value` as an `int`, or raise a `ValueError` naming `name` if it is not an integer >= `minimum`"
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return int(value)
 
-def _frac_arg(name:str, value) -> float:
+def check_number(
+    name:str, # the argument's name, used in the message
+    value, # the value passed
+    minimum:float=0.0, # the bound
+    strict:bool=True, # True: value > minimum; False: value >= minimum
+) -> float:
+    "Return `value` as a finite `float` above `minimum` (or equal to it if not `strict`), else raise `ValueError` naming `name`"
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)) or not math.isfinite(value) \
+            or value < minimum or (strict and value == minimum):
+        raise ValueError(f"{name} must be a finite number {'>' if strict else '>='} {minimum}, got {value!r}")
+    return float(value)
+
+def check_fraction(
+    name:str, # the argument's name, used in the message
+    value, # the value passed
+) -> float:
     "Return `value` as a `float`, or raise a `ValueError` naming `name` if it is not strictly between 0 and 1"
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)) or not 0 < value < 1:
         raise ValueError(f"{name} must be a number strictly between 0 and 1, got {value!r}")
     return float(value)
+
+def check_ids(
+    name:str, # the argument's name, used in the message
+    ids, # the value passed: a sequence or array of token ids (empty is allowed)
+    vocab_size:int|None=None, # if given, every id must be in [0, vocab_size)
+) -> np.ndarray: # the ids as a 1-D int64 array
+    "`ids` as a 1-D integer array, checked against `vocab_size` if given; else a `ValueError` naming `name`"
+    a = np.asarray(ids)
+    if a.ndim != 1 or not (np.issubdtype(a.dtype, np.integer) or a.size == 0):
+        raise ValueError(f"{name} must be a 1-D array of integers, got shape {a.shape} and dtype {a.dtype}")
+    a = a.astype(np.int64, copy=False)
+    if vocab_size is not None and a.size and (a.min() < 0 or a.max() >= vocab_size):
+        raise ValueError(f"{name} must hold ids in [0, {vocab_size}), got values from {a.min()} to {a.max()}")
+    return a
 
 # %% ../nbs/00_data.ipynb #97acdf03
 def language_reference() -> str:
@@ -73,7 +107,7 @@ def split_text(
 ) -> Corpus:
     "Split `text` at a fixed position: the last `valid_frac` of its characters become the validation text"
     if not isinstance(text, str): raise TypeError(f"text must be a str, got {type(text).__name__}")
-    valid_frac = _frac_arg("valid_frac", valid_frac)
+    valid_frac = check_fraction("valid_frac", valid_frac)
     if len(text) < 2: raise ValueError(f"corpus {name!r} is empty or too short: it has {len(text)} characters, at least 2 are needed")
     n_valid = min(max(1, round(len(text) * valid_frac)), len(text) - 1)
     cut = len(text) - n_valid
@@ -325,17 +359,7 @@ class Vocab:
 # %% ../nbs/00_data.ipynb #4d22e4b4
 def uniform_bits_per_char(vocab_size:int) -> float:
     "Bits per character of the uniform distribution over `vocab_size` characters: $\\log_2 V$"
-    return math.log2(_int_arg("vocab_size", vocab_size))
-
-def _ids_arg(name:str, ids, vocab_size:int|None=None) -> np.ndarray:
-    "`ids` as a 1-D integer array, checked against `vocab_size` if given"
-    a = np.asarray(ids)
-    if a.ndim != 1 or not (np.issubdtype(a.dtype, np.integer) or a.size == 0):
-        raise ValueError(f"{name} must be a 1-D array of integers, got shape {a.shape} and dtype {a.dtype}")
-    a = a.astype(np.int64, copy=False)
-    if vocab_size is not None and a.size and (a.min() < 0 or a.max() >= vocab_size):
-        raise ValueError(f"{name} must hold ids in [0, {vocab_size}), got values from {a.min()} to {a.max()}")
-    return a
+    return math.log2(check_int("vocab_size", vocab_size))
 
 def unigram_bits_per_char(
     train_ids:np.ndarray, # token ids to estimate character frequencies on
@@ -343,8 +367,8 @@ def unigram_bits_per_char(
     vocab_size:int, # number of distinct ids
 ) -> float:
     "Bits per character on `valid_ids` of character frequencies from `train_ids`, add-one smoothed"
-    vocab_size = _int_arg("vocab_size", vocab_size)
-    train_ids, valid_ids = _ids_arg("train_ids", train_ids, vocab_size), _ids_arg("valid_ids", valid_ids, vocab_size)
+    vocab_size = check_int("vocab_size", vocab_size)
+    train_ids, valid_ids = check_ids("train_ids", train_ids, vocab_size), check_ids("valid_ids", valid_ids, vocab_size)
     if not valid_ids.size: raise ValueError("valid_ids is empty: expected at least one id to evaluate on")
     p = (np.bincount(train_ids, minlength=vocab_size) + 1) / (train_ids.size + vocab_size)
     return float(-np.log2(p[valid_ids]).mean())
@@ -358,9 +382,9 @@ class TBPTTBatches:
                  seq_len:int, # T, the steps per window (the BPTT truncation length)
                  offset:int=0, # tokens to skip at the start (vary it per epoch to move the cut points)
                 ):
-        ids = _ids_arg("ids", ids)
-        B, T = _int_arg("batch_size", batch_size), _int_arg("seq_len", seq_len)
-        offset = _int_arg("offset", offset, minimum=0)
+        ids = check_ids("ids", ids)
+        B, T = check_int("batch_size", batch_size), check_int("seq_len", seq_len)
+        offset = check_int("offset", offset, minimum=0)
         N = max(ids.size - offset, 0)
         if B * T + 1 > N:
             raise ValueError(f"not enough data: batch_size * seq_len + 1 = {B} * {T} + 1 = {B * T + 1:,} tokens are needed "
@@ -411,7 +435,7 @@ def pad_sequences(
         if s.shape[1:] != seqs[0].shape[1:]:
             raise ValueError(f"seqs[{i}] has steps of shape {s.shape[1:]}, but seqs[0] has {seqs[0].shape[1:]}")
     lengths = np.array([len(s) for s in seqs])
-    L = int(lengths.max()) if max_len is None else _int_arg("max_len", max_len)
+    L = int(lengths.max()) if max_len is None else check_int("max_len", max_len)
     if L < lengths.max():
         raise ValueError(f"max_len must be at least the longest sequence, {lengths.max()} (seqs[{int(lengths.argmax())}]), got {L}")
     dtype = functools.reduce(np.promote_types, (s.dtype for s in seqs)) if dtype is None else dtype
@@ -427,9 +451,9 @@ def bucket_by_length(
     shuffle:bool=True, # shuffle the order of the batches
 ) -> list[np.ndarray]: # index arrays, one per batch; together a permutation of range(len(lengths))
     "Batches of indices of sequences of similar length, in a seeded random order"
-    lengths = _ids_arg("lengths", lengths)
+    lengths = check_ids("lengths", lengths)
     if not lengths.size: raise ValueError("lengths is empty: expected at least one sequence length")
-    batch_size = _int_arg("batch_size", batch_size)
+    batch_size = check_int("batch_size", batch_size)
     rng = np.random.default_rng(seed)
     perm = rng.permutation(lengths.size)
     order = perm[np.argsort(lengths[perm], kind="stable")]
@@ -443,7 +467,7 @@ def adding_problem(
     seed:int|None=0, # seed of the generator
 ) -> tuple[np.ndarray, np.ndarray]: # X (n, T, 2) float32 [value, marker]; y (n,) float32
     "The adding problem: the target is the sum of the two marked values, one marked in each half of the sequence"
-    n, T = _int_arg("n", n), _int_arg("seq_len", seq_len, minimum=2)
+    n, T = check_int("n", n), check_int("seq_len", seq_len, minimum=2)
     rng = np.random.default_rng(seed)
     values = rng.random((n, T))
     first, second = rng.integers(0, T // 2, n), rng.integers(T // 2, T, n)
@@ -463,8 +487,8 @@ def copy_memory(
     seed:int|None=0, # seed of the generator
 ) -> tuple[np.ndarray, np.ndarray]: # inputs and targets, int32 (n, delay + 2 * length)
     "The copy-memory task: read `length` symbols, wait `delay` steps, then reproduce them after the delimiter"
-    n, T = _int_arg("n", n), _int_arg("delay", delay)
-    n_symbols, length = _int_arg("n_symbols", n_symbols), _int_arg("length", length)
+    n, T = check_int("n", n), check_int("delay", delay)
+    n_symbols, length = check_int("n_symbols", n_symbols), check_int("length", length)
     rng = np.random.default_rng(seed)
     symbols = rng.integers(1, n_symbols + 1, (n, length))
     X = np.zeros((n, T + 2 * length), np.int32)
@@ -480,7 +504,7 @@ def copy_memory_baseline(
     length:int=10, # as in `copy_memory`
 ) -> float: # nats per step
     "Cross-entropy of the best memoryless model on `copy_memory`: blanks, then uniform guesses"
-    T, n_symbols, length = _int_arg("delay", delay), _int_arg("n_symbols", n_symbols), _int_arg("length", length)
+    T, n_symbols, length = check_int("delay", delay), check_int("n_symbols", n_symbols), check_int("length", length)
     return length * math.log(n_symbols) / (T + 2 * length)
 
 # %% ../nbs/00_data.ipynb #ed6f2965
@@ -490,7 +514,7 @@ def parity(
     seed:int|None=0, # seed of the generator
 ) -> tuple[np.ndarray, np.ndarray]: # bits (n, T) int32; parity (n,) int32
     "Random bit sequences and their parity (1 if the number of ones is odd)"
-    n, T = _int_arg("n", n), _int_arg("seq_len", seq_len)
+    n, T = check_int("n", n), check_int("seq_len", seq_len)
     bits = np.random.default_rng(seed).integers(0, 2, (n, T), dtype=np.int32)
     return bits, bits.sum(1, dtype=np.int32) % 2
 
@@ -516,7 +540,7 @@ def windows(
     s = np.asarray(series)
     if s.ndim not in (1, 2) or not np.issubdtype(s.dtype, np.number):
         raise ValueError(f"series must be a numeric array of shape (time,) or (time, features), got shape {s.shape} and dtype {s.dtype}")
-    input_len, horizon = _int_arg("input_len", input_len), _int_arg("horizon", horizon)
+    input_len, horizon = check_int("input_len", input_len), check_int("horizon", horizon)
     m = len(s) - input_len - horizon + 1
     if m < 1: raise ValueError(f"series has {len(s)} steps: too short for input_len={input_len} and horizon={horizon} "
                                f"(needs at least {input_len + horizon})")
@@ -532,7 +556,7 @@ def split_series(
 ) -> tuple[np.ndarray, np.ndarray]: # the earlier part, the later part
     "Chronological split: the last `valid_frac` of the steps are held out"
     s = np.asarray(series)
-    valid_frac = _frac_arg("valid_frac", valid_frac)
+    valid_frac = check_fraction("valid_frac", valid_frac)
     if s.ndim == 0 or len(s) < 2: raise ValueError(f"series must have at least 2 steps, got shape {s.shape}")
     cut = len(s) - min(max(1, round(len(s) * valid_frac)), len(s) - 1)
     return s[:cut], s[cut:]

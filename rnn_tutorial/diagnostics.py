@@ -23,7 +23,7 @@ import numpy as np
 
 from .data import adding_problem, copy_memory, copy_memory_baseline
 from .numpy_gated import gru_backward, gru_forward, lstm_backward, lstm_forward
-from .numpy_rnn import _check_size, _float_dtype, _orthogonal, get_activation, rnn_backward, rnn_forward
+from .numpy_rnn import check_size, float_dtype, get_activation, orthogonal, rnn_backward, rnn_forward
 from .numpy_train import clip_by_global_norm, clip_by_value, global_norm
 
 _all_ = ["clip_by_global_norm", "clip_by_value", "global_norm"]  # chapter 02's clipping, re-exported: one way to clip
@@ -59,9 +59,9 @@ def init_recurrent_kernel(
     scale:float=1.0, # multiplies the matrix
 )->np.ndarray:
     "An (n, n) recurrent kernel: `scale` times a random orthogonal matrix, the identity, or a Gaussian matrix with entries N(0, 1/n)."
-    _check_size("n", n); dtype = _float_dtype(dtype)
+    check_size("n", n); dtype = float_dtype(dtype)
     rng = np.random.default_rng(seed)
-    if kind == "orthogonal": W = _orthogonal(rng, n, np.float64)
+    if kind == "orthogonal": W = orthogonal(rng, n, np.float64)
     elif kind == "identity": W = np.eye(n)
     elif kind == "gaussian": W = rng.standard_normal((n, n)) / np.sqrt(n)
     else: raise ValueError(f"unknown kind {kind!r}; expected one of {', '.join(map(repr, RECURRENT_INITS))}")

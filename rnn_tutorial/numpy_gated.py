@@ -8,13 +8,13 @@ __all__ = ['init_lstm_params', 'lstm_forward', 'lstm_backward', 'init_gru_params
 # %% ../nbs/03_gated_numpy.ipynb #46837a95
 import numpy as np
 
-from .numpy_rnn import RecurrentLayer, _check_array, _check_inputs, _check_size, _flatten, _float_dtype
-from .numpy_rnn import _glorot_uniform, _input_grads, _input_projection, _orthogonal, _time_major
+from .numpy_rnn import (RecurrentLayer, check_array, check_inputs, check_size, flatten_tree, float_dtype,
+                                    glorot_uniform, input_grads, input_projection, orthogonal, time_major)
 
 # %% ../nbs/03_gated_numpy.ipynb #4823cd48
 def _recurrent_init(rng, units, gates, dtype):
     "One orthogonal (H, H) block per gate, side by side: (H, gates*H)."
-    return np.concatenate([_orthogonal(rng, units, dtype) for _ in range(gates)], axis=1)
+    return np.concatenate([orthogonal(rng, units, dtype) for _ in range(gates)], axis=1)
 
 def init_lstm_params(
     input_dim:int, # D, features per step (or vocabulary size for token ids)
@@ -24,11 +24,11 @@ def init_lstm_params(
     unit_forget_bias:bool=True, # initialise the forget gate's bias to 1, as Keras does by default
 )->dict:
     "Keras-default LSTM parameters: `kernel` (D, 4H), `recurrent_kernel` (H, 4H), `bias` (4H,), gates i, f, c, o."
-    _check_size("input_dim", input_dim); _check_size("units", units); dtype = _float_dtype(dtype)
+    check_size("input_dim", input_dim); check_size("units", units); dtype = float_dtype(dtype)
     rng = np.random.default_rng(seed)
     bias = np.zeros(4 * units, dtype)
     if unit_forget_bias: bias[units:2 * units] = 1
-    return {"kernel": _glorot_uniform(rng, input_dim, 4 * units, dtype),
+    return {"kernel": glorot_uniform(rng, input_dim, 4 * units, dtype),
             "recurrent_kernel": _recurrent_init(rng, units, 4, dtype), "bias": bias}
 
 # %% ../nbs/03_gated_numpy.ipynb #90b88c19
@@ -36,12 +36,12 @@ def _check_gated_params(params, gates, cell, bias_rows=None):
     "Check a gated cell's parameter dict (`gates` blocks per matrix) and return (kernel, recurrent_kernel, bias)."
     if not isinstance(params, dict) or not {"kernel", "recurrent_kernel", "bias"} <= set(params):
         raise ValueError(f"params of {cell} must be a dict with 'kernel', 'recurrent_kernel' and 'bias'")
-    U = _check_array("recurrent_kernel", params["recurrent_kernel"], ("units", f"{gates}*units"))
+    U = check_array("recurrent_kernel", params["recurrent_kernel"], ("units", f"{gates}*units"))
     H = U.shape[0]
     if U.shape[1] != gates * H:
         raise ValueError(f"recurrent_kernel of {cell} must have shape (units, {gates}*units), got {U.shape}")
-    W = _check_array("kernel", params["kernel"], ("input_dim", gates * H))
-    b = _check_array("bias", params["bias"], (gates * H,) if bias_rows is None else (bias_rows, gates * H))
+    W = check_array("kernel", params["kernel"], ("input_dim", gates * H))
+    b = check_array("bias", params["bias"], (gates * H,) if bias_rows is None else (bias_rows, gates * H))
     if not W.dtype == U.dtype == b.dtype:
         raise ValueError(f"kernel, recurrent_kernel and bias must share one dtype, got {W.dtype}, {U.dtype}, {b.dtype}")
     return W, U, b
@@ -49,7 +49,7 @@ def _check_gated_params(params, gates, cell, bias_rows=None):
 def _check_state(name, s, B, H, dtype):
     "An initial state: zeros (B, H) when None, else checked and cast to `dtype`."
     if s is None: return np.zeros((B, H), dtype)
-    return _check_array(name, s, (B, H)).astype(dtype, copy=False)
+    return check_array(name, s, (B, H)).astype(dtype, copy=False)
 
 def _gate_scales(H, gates, dtype):
     "Per-column (scale, shift) turning tanh of halved pre-activations into the gates: sigmoid everywhere but the candidate."
@@ -66,12 +66,12 @@ def lstm_forward(
 )->tuple: # hidden states hs (B, T, H), a view of time-major storage, and the cache for `lstm_backward`
     "Run an LSTM (Keras's layout and equations) over every step of a batch of sequences."
     W, U, b = _check_gated_params(params, 4, "an LSTM")
-    x = _check_inputs(x, W)
+    x = check_inputs(x, W)
     (B, T), H, dt = x.shape[:2], U.shape[0], U.dtype
     h0, c0 = _check_state("h0", h0, B, H, dt), _check_state("c0", c0, B, H, dt)
     scale, shift = _gate_scales(H, 4, dt)
-    x = _time_major(x)
-    G = _input_projection(x, W * scale, b * scale)  # (T, B, 4H): z_t without h_{t-1} U, then the gates, in place
+    x = time_major(x)
+    G = input_projection(x, W * scale, b * scale)  # (T, B, 4H): z_t without h_{t-1} U, then the gates, in place
     Us = U * scale  # sigmoid gates' columns halved: tanh(z/2) for them, tanh(z) for the candidate
     hs, cs, tcs = (np.empty((T, B, H), dt) for _ in range(3))
     zz, ig = np.empty((B, 4 * H), dt), np.empty((B, H), dt)
@@ -99,9 +99,9 @@ def lstm_backward(
     W, U = cache["params"]["kernel"], cache["params"]["recurrent_kernel"]
     (T, B, H), dt = hs.shape, hs.dtype
     dH = np.zeros_like(hs)  # dL/dh_t|out, then delta h_t, time-major
-    if dhs is not None: dH[:] = _check_array("dhs", dhs, (B, T, H)).transpose(1, 0, 2)
-    dh_next = np.zeros((B, H), dt) if dh_last is None else _check_array("dh_last", dh_last, (B, H)).astype(dt)
-    dc = np.zeros((B, H), dt) if dc_last is None else _check_array("dc_last", dc_last, (B, H)).astype(dt)
+    if dhs is not None: dH[:] = check_array("dhs", dhs, (B, T, H)).transpose(1, 0, 2)
+    dh_next = np.zeros((B, H), dt) if dh_last is None else check_array("dh_last", dh_last, (B, H)).astype(dt)
+    dc = np.zeros((B, H), dt) if dc_last is None else check_array("dc_last", dc_last, (B, H)).astype(dt)
     C = np.zeros(4 * H, dt); C[2 * H:3 * H] = 1  # gate derivative (1 - a)(a + C): a(1-a) for sigmoid, 1-a^2 for tanh
     dZ = np.empty_like(G)  # delta z_t for every step
     UT = np.ascontiguousarray(U.T)
@@ -120,7 +120,7 @@ def lstm_backward(
         np.matmul(dz, UT, out=dh_next)                              # delta h_{t-1} = delta z_t U^T
     h_prev = np.concatenate([h0[None], hs[:-1]]).reshape(T * B, H)  # h_0 .. h_{T-1}
     dZ2 = dZ.reshape(T * B, 4 * H)
-    dW, dx = _input_grads(x, W, dZ)
+    dW, dx = input_grads(x, W, dZ)
     return {"kernel": dW, "recurrent_kernel": h_prev.T @ dZ2, "bias": dZ2.sum(0)}, dx, dh_next, dc
 
 # %% ../nbs/03_gated_numpy.ipynb #1bfe2925
@@ -131,9 +131,9 @@ def init_gru_params(
     dtype="float32", # dtype of every array
 )->dict:
     "Keras-default GRU parameters (`reset_after=True`): `kernel` (D, 3H), `recurrent_kernel` (H, 3H), `bias` (2, 3H)."
-    _check_size("input_dim", input_dim); _check_size("units", units); dtype = _float_dtype(dtype)
+    check_size("input_dim", input_dim); check_size("units", units); dtype = float_dtype(dtype)
     rng = np.random.default_rng(seed)
-    return {"kernel": _glorot_uniform(rng, input_dim, 3 * units, dtype),
+    return {"kernel": glorot_uniform(rng, input_dim, 3 * units, dtype),
             "recurrent_kernel": _recurrent_init(rng, units, 3, dtype), "bias": np.zeros((2, 3 * units), dtype)}
 
 def gru_forward(
@@ -143,14 +143,14 @@ def gru_forward(
 )->tuple: # hidden states hs (B, T, H), a view of time-major storage, and the cache for `gru_backward`
     "Run a GRU (Keras's `reset_after=True` layout and equations) over every step of a batch of sequences."
     W, U, b = _check_gated_params(params, 3, "a GRU", bias_rows=2)
-    x = _check_inputs(x, W)
+    x = check_inputs(x, W)
     (B, T), H, dt = x.shape[:2], U.shape[0], U.dtype
     h0 = _check_state("h0", h0, B, H, dt)
     scale, shift = _gate_scales(H, 3, dt)
     b_in = b[0] + np.concatenate([b[1, :2 * H], np.zeros(H, dt)])  # z, r: recurrent bias folded into the input's
     b_hh = b[1, 2 * H:]  # the candidate's recurrent bias, multiplied by r, stays in the loop
-    x = _time_major(x)
-    G = _input_projection(x, W * scale, b_in * scale)  # (T, B, 3H), sigmoid columns halved; becomes z, r, h~
+    x = time_major(x)
+    G = input_projection(x, W * scale, b_in * scale)  # (T, B, 3H), sigmoid columns halved; becomes z, r, h~
     Us = U * scale
     hs, UH = np.empty((T, B, H), dt), np.empty((T, B, H), dt)  # states, and u^h_t = h_{t-1} U_h + b_hh
     zz = np.empty((B, 3 * H), dt)
@@ -178,8 +178,8 @@ def gru_backward(
     W, U = cache["params"]["kernel"], cache["params"]["recurrent_kernel"]
     (T, B, H), dt = hs.shape, hs.dtype
     dH = np.zeros_like(hs)
-    if dhs is not None: dH[:] = _check_array("dhs", dhs, (B, T, H)).transpose(1, 0, 2)
-    dh_next = np.zeros((B, H), dt) if dh_last is None else _check_array("dh_last", dh_last, (B, H)).astype(dt)
+    if dhs is not None: dH[:] = check_array("dhs", dhs, (B, T, H)).transpose(1, 0, 2)
+    dh_next = np.zeros((B, H), dt) if dh_last is None else check_array("dh_last", dh_last, (B, H)).astype(dt)
     dA = np.empty_like(G)  # gradient reaching the recurrent product: [da^z, da^r, du^h]
     dAh = np.empty((T, B, H), dt)  # da^h, the candidate's block of the input projection's gradient
     UT = np.ascontiguousarray(U.T)
@@ -199,7 +199,7 @@ def gru_backward(
     dX = dA.copy(); dX[..., 2 * H:] = dAh  # the input projection's gradient: [da^z, da^r, da^h]
     h_prev = np.concatenate([h0[None], hs[:-1]]).reshape(T * B, H)
     dA2, dX2 = dA.reshape(T * B, 3 * H), dX.reshape(T * B, 3 * H)
-    dW, dx = _input_grads(x, W, dX)
+    dW, dx = input_grads(x, W, dX)
     return {"kernel": dW, "recurrent_kernel": h_prev.T @ dA2, "bias": np.stack([dX2.sum(0), dA2.sum(0)])}, dx, dh_next
 
 # %% ../nbs/03_gated_numpy.ipynb #aca9e8dd
@@ -212,9 +212,9 @@ class LSTM(RecurrentLayer):
                  dtype="float32", # dtype of the weights, hence of the computation
                  unit_forget_bias:bool=True, # initialise the forget gate's bias to 1
                 ):
-        _check_size("units", units)
+        check_size("units", units)
         self.units, self.return_sequences, self.seed = units, bool(return_sequences), seed
-        self.dtype, self.unit_forget_bias, self.params = _float_dtype(dtype), bool(unit_forget_bias), None
+        self.dtype, self.unit_forget_bias, self.params = float_dtype(dtype), bool(unit_forget_bias), None
 
     def _init_params(self, input_dim):
         return init_lstm_params(input_dim, self.units, self.seed, self.dtype, self.unit_forget_bias)
@@ -248,9 +248,9 @@ class GRU(RecurrentLayer):
                  seed:int=0, # seed of the initial weights
                  dtype="float32", # dtype of the weights, hence of the computation
                 ):
-        _check_size("units", units)
+        check_size("units", units)
         self.units, self.return_sequences, self.seed = units, bool(return_sequences), seed
-        self.dtype, self.params = _float_dtype(dtype), None
+        self.dtype, self.params = float_dtype(dtype), None
 
     def _init_params(self, input_dim): return init_gru_params(input_dim, self.units, self.seed, self.dtype)
     def _forward(self, x, h0): return gru_forward(x, self.params, h0)

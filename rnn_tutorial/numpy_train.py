@@ -18,25 +18,19 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-from .data import (Corpus, TBPTTBatches, Vocab, _ids_arg, _int_arg, atomic_write, load_corpus,
+from .data import (Corpus, TBPTTBatches, Vocab, atomic_write, check_ids, check_int, check_number, load_corpus,
                                uniform_bits_per_char, unigram_bits_per_char)
-from .numpy_rnn import (SimpleRNN, _flatten, _unflatten, dense_backward, dense_forward,
-                                    gradient_check, init_dense_params, softmax_cross_entropy)
+from .numpy_rnn import (SimpleRNN, dense_backward, dense_forward, flatten_tree, gradient_check,
+                                    init_dense_params, softmax_cross_entropy, unflatten_tree)
 
 # %% auto #0
-__all__ = ['OPTIMIZERS', 'CHECKPOINT_FORMAT', 'MODEL_FORMAT', 'CharData', 'get_data', 'CharRNN', 'init_model', 'final_state',
-           'forward', 'compute_loss', 'bits', 'backward', 'global_norm', 'clip_by_global_norm', 'clip_by_value',
-           'Optimizer', 'SGD', 'Momentum', 'Adam', 'update', 'Evaluation', 'evaluate', 'Trainer', 'train',
-           'save_checkpoint', 'read_checkpoint', 'load_checkpoint', 'predict', 'sample', 'save_model', 'load_model']
+__all__ = ['OPTIMIZERS', 'CHECKPOINT_FORMAT', 'CHECKPOINT_VERSION', 'MODEL_FORMAT', 'CharData', 'get_data', 'CharRNN',
+           'init_model', 'final_state', 'forward', 'compute_loss', 'bits', 'backward', 'global_norm',
+           'clip_by_global_norm', 'clip_by_value', 'Optimizer', 'SGD', 'Momentum', 'Adam', 'update', 'Evaluation',
+           'evaluate', 'ids_fingerprint', 'Trainer', 'train', 'save_checkpoint', 'read_checkpoint', 'load_checkpoint',
+           'predict', 'sample_next_id', 'sample', 'save_model', 'load_model']
 
 # %% ../nbs/02_training_numpy.ipynb #d50e9b60
-def _num_arg(name:str, value, minimum:float=0.0, strict:bool=True) -> float:
-    "Return `value` as a finite `float` above `minimum` (or equal to it if not `strict`), else raise `ValueError` naming `name`"
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)) or not math.isfinite(value) \
-            or value < minimum or (strict and value == minimum):
-        raise ValueError(f"{name} must be a finite number {'>' if strict else '>='} {minimum}, got {value!r}")
-    return float(value)
-
 @dataclass(frozen=True)
 class CharData:
     "A corpus encoded as character ids, with its vocabulary"
@@ -64,13 +58,13 @@ class CharRNN:
                  layer=None, # a recurrent layer with the `SimpleRNN` interface and return_sequences=True; default SimpleRNN(256)
                  seed:int=0, # seed of the dense layer's weights (the layer has its own)
                 ):
-        self.vocab_size = _int_arg("vocab_size", vocab_size)
+        self.vocab_size = check_int("vocab_size", vocab_size)
         self.layer = SimpleRNN(256) if layer is None else layer
         if not getattr(self.layer, "return_sequences", True):
             raise ValueError("layer must have return_sequences=True: the model predicts a character at every step")
         if self.layer.params is None: self.layer.build(self.vocab_size)
-        self.seed = _int_arg("seed", seed, minimum=0)
-        dtype = next(iter(_flatten(self.layer.params).values())).dtype
+        self.seed = check_int("seed", seed, minimum=0)
+        dtype = next(iter(flatten_tree(self.layer.params).values())).dtype
         self.dense = init_dense_params(self.layer.output_dim, self.vocab_size, self.seed + 1, dtype)
 
     @property
@@ -84,7 +78,7 @@ class CharRNN:
 
     def count_params(self) -> int:
         "Number of scalar parameters"
-        return int(sum(a.size for a in _flatten(self.params).values()))
+        return int(sum(a.size for a in flatten_tree(self.params).values()))
 
     def __repr__(self): return f"CharRNN(vocab_size={self.vocab_size}, layer={self.layer!r}, {self.count_params():,} parameters)"
 
@@ -157,18 +151,18 @@ def global_norm(
 ) -> float:
     "$\\sqrt{\\sum_i g_i^2}$ over every element of every array, accumulated in float64"
     return math.sqrt(sum(float(np.dot(g.ravel().astype(np.float64), g.ravel().astype(np.float64)))
-                         for g in _flatten(grads).values()))
+                         for g in flatten_tree(grads).values()))
 
 def clip_by_global_norm(
     grads:dict, # a (nested) dict of arrays, scaled in place
     max_norm:float, # c > 0, the largest global norm allowed
 ) -> float: # the global norm before clipping
     "Rescale all gradients together, in place, so that their global norm is at most `max_norm`"
-    max_norm = _num_arg("max_norm", max_norm)
+    max_norm = check_number("max_norm", max_norm)
     norm = global_norm(grads)
     if not math.isfinite(norm): raise FloatingPointError(f"the gradients are not finite (global norm {norm})")
     if norm > max_norm:
-        for g in _flatten(grads).values(): g *= g.dtype.type(max_norm / norm)
+        for g in flatten_tree(grads).values(): g *= g.dtype.type(max_norm / norm)
     return norm
 
 def clip_by_value(
@@ -176,9 +170,9 @@ def clip_by_value(
     limit:float, # c > 0: every component is clipped to [-c, c]
 ) -> int: # how many components were clipped
     "Clip every gradient component to [-limit, limit], in place"
-    limit = _num_arg("limit", limit)
+    limit = check_number("limit", limit)
     n = 0
-    for g in _flatten(grads).values():
+    for g in flatten_tree(grads).values():
         n += int(np.count_nonzero(np.abs(g) > limit))
         np.clip(g, -limit, limit, out=g)
     return n
@@ -186,7 +180,7 @@ def clip_by_value(
 # %% ../nbs/02_training_numpy.ipynb #7701e1ff
 def _check_grads(params:dict, grads:dict) -> list:
     "Pairs (name, param, grad) of the flattened dicts; raise `ValueError` if keys, shapes or finiteness disagree"
-    p, g = _flatten(params), _flatten(grads)
+    p, g = flatten_tree(params), flatten_tree(grads)
     if set(p) != set(g): raise ValueError(f"grads must have the keys of params: expected {sorted(p)}, got {sorted(g)}")
     for k in p:
         if np.shape(g[k]) != np.shape(p[k]):
@@ -242,7 +236,7 @@ class SGD(Optimizer):
     "Plain stochastic gradient descent: $\\theta \\leftarrow \\theta - \\eta g$"
     def __init__(self,
                  lr:float=0.1, # learning rate $\eta$
-                ): super().__init__(lr=_num_arg("lr", lr))
+                ): super().__init__(lr=check_number("lr", lr))
     def update(self, p, g): p -= self.lr * g
 
 class Momentum(Optimizer):
@@ -252,9 +246,9 @@ class Momentum(Optimizer):
                  lr:float=0.01, # learning rate $\eta$
                  beta:float=0.9, # momentum $\beta$ in [0, 1)
                 ):
-        beta = _num_arg("beta", beta, strict=False)
+        beta = check_number("beta", beta, strict=False)
         if beta >= 1: raise ValueError(f"beta must be in [0, 1), got {beta!r}")
-        super().__init__(lr=_num_arg("lr", lr), beta=beta)
+        super().__init__(lr=check_number("lr", lr), beta=beta)
     def update(self, p, g, v):
         v *= self.beta; v -= self.lr * g
         p += v
@@ -269,8 +263,8 @@ class Adam(Optimizer):
                  eps:float=1e-8, # added to $\sqrt{\hat v}$ so the step stays finite
                 ):
         for name, b in (("beta1", beta1), ("beta2", beta2)):
-            if _num_arg(name, b, strict=False) >= 1: raise ValueError(f"{name} must be in [0, 1), got {b!r}")
-        super().__init__(lr=_num_arg("lr", lr), beta1=float(beta1), beta2=float(beta2), eps=_num_arg("eps", eps))
+            if check_number(name, b, strict=False) >= 1: raise ValueError(f"{name} must be in [0, 1), got {b!r}")
+        super().__init__(lr=check_number("lr", lr), beta1=float(beta1), beta2=float(beta2), eps=check_number("eps", eps))
     def update(self, p, g, m, v):
         m *= self.beta1; m += (1 - self.beta1) * g
         v *= self.beta2; v += (1 - self.beta2) * g * g
@@ -309,9 +303,9 @@ def evaluate(
     seq_len:int=100, # steps per window (the state is carried across windows)
 ) -> Evaluation:
     "Mean next-character loss over `ids`, carrying the hidden state across the whole of each stream"
-    ids = _ids_arg("ids", ids, model.vocab_size)
+    ids = check_ids("ids", ids, model.vocab_size)
     if ids.size < 2: raise ValueError(f"ids must hold at least 2 ids (one prediction), got {ids.size}")
-    B, T = _int_arg("batch_size", batch_size), _int_arg("seq_len", seq_len)
+    B, T = check_int("batch_size", batch_size), check_int("seq_len", seq_len)
     N = ids.size - 1  # predictions
     B = min(B, N)
     n = -(-N // B)  # stream length, rounded up; the tail of the last streams is padding
@@ -326,7 +320,7 @@ def evaluate(
     return Evaluation(total / N, bits(total / N), N)
 
 # %% ../nbs/02_training_numpy.ipynb #cec888c7
-def _fingerprint(ids:np.ndarray) -> str:
+def ids_fingerprint(ids:np.ndarray) -> str:
     "SHA-256 of ids as int32, to check a checkpoint is resumed on the same data"
     return hashlib.sha256(np.ascontiguousarray(ids, np.int32).tobytes()).hexdigest()
 
@@ -346,13 +340,13 @@ class Trainer:
                  seed:int=0, # seed of the epoch offsets
                 ):
         self.model, self.optimizer = model, (Adam(2e-3) if optimizer is None else optimizer)
-        self.train_ids = _ids_arg("train_ids", train_ids, model.vocab_size)
-        self.valid_ids = None if valid_ids is None else _ids_arg("valid_ids", valid_ids, model.vocab_size)
-        if self.valid_ids is not None and eval_chars is not None: self.valid_ids = self.valid_ids[:_int_arg("eval_chars", eval_chars, 2)]
-        self.batch_size, self.seq_len = _int_arg("batch_size", batch_size), _int_arg("seq_len", seq_len)
-        self.clip_norm = None if clip_norm is None else _num_arg("clip_norm", clip_norm)
-        self.clip_value = None if clip_value is None else _num_arg("clip_value", clip_value)
-        self.eval_every, self.seed = _int_arg("eval_every", eval_every, 0), _int_arg("seed", seed, 0)
+        self.train_ids = check_ids("train_ids", train_ids, model.vocab_size)
+        self.valid_ids = None if valid_ids is None else check_ids("valid_ids", valid_ids, model.vocab_size)
+        if self.valid_ids is not None and eval_chars is not None: self.valid_ids = self.valid_ids[:check_int("eval_chars", eval_chars, 2)]
+        self.batch_size, self.seq_len = check_int("batch_size", batch_size), check_int("seq_len", seq_len)
+        self.clip_norm = None if clip_norm is None else check_number("clip_norm", clip_norm)
+        self.clip_value = None if clip_value is None else check_number("clip_value", clip_value)
+        self.eval_every, self.seed = check_int("eval_every", eval_every, 0), check_int("seed", seed, 0)
         self.rng = np.random.default_rng(self.seed)
         self.step, self.epoch, self.k, self.offset, self.state = 0, 0, 0, 0, None
         self.batches = TBPTTBatches(self.train_ids, self.batch_size, self.seq_len, self.offset)
@@ -383,7 +377,7 @@ class Trainer:
             callback:Callable|None=None, # called as callback(trainer) after every step
            ) -> Trainer:
         "Step 7: repeat `train_step` up to a total of `steps` steps"
-        steps, checkpoint_every = _int_arg("steps", steps, 0), _int_arg("checkpoint_every", checkpoint_every, 0)
+        steps, checkpoint_every = check_int("steps", steps, 0), check_int("checkpoint_every", checkpoint_every, 0)
         while self.step < steps:
             self.train_step()
             if callback is not None: callback(self)
@@ -392,11 +386,12 @@ class Trainer:
         return self
 
     def config(self) -> dict:
-        "What a resumed run must agree on: sizes, optimizer, clipping, evaluation, seed, and fingerprints of the data"
+        "What a resumed run must agree on: sizes, optimizer and its hyperparameters (learning rate, ...), clipping, evaluation, seed, and fingerprints of the data"
+        hyper = {h: getattr(self.optimizer, h) for h in getattr(self.optimizer, "hyper", ("lr",)) if hasattr(self.optimizer, h)}
         return {"batch_size": self.batch_size, "seq_len": self.seq_len, "clip_norm": self.clip_norm, "clip_value": self.clip_value,
                 "eval_every": self.eval_every, "seed": self.seed, "vocab_size": self.model.vocab_size,
-                "optimizer": type(self.optimizer).__name__, "train_sha256": _fingerprint(self.train_ids),
-                "valid_sha256": None if self.valid_ids is None else _fingerprint(self.valid_ids)}
+                "optimizer": type(self.optimizer).__name__, **hyper, "train_sha256": ids_fingerprint(self.train_ids),
+                "valid_sha256": None if self.valid_ids is None else ids_fingerprint(self.valid_ids)}
 
     def __repr__(self): return f"Trainer(step={self.step}, epoch={self.epoch}, window={self.k}/{len(self.batches)}, {self.optimizer!r})"
 
@@ -416,29 +411,45 @@ def train(
     return Trainer(model, data.train, data.valid, Adam(lr), batch_size, seq_len, seed=seed, **kwargs).fit(steps)
 
 # %% ../nbs/02_training_numpy.ipynb #cd2878b4
-CHECKPOINT_FORMAT = "rnn-tutorial.numpy-train-checkpoint"
+CHECKPOINT_FORMAT, CHECKPOINT_VERSION = "rnn-tutorial.numpy-train-checkpoint", 2
+
+def _state_tree(state, arrays:list):
+    "JSON for a carried state (None, an array, or tuples/lists of them, nested), its arrays appended to `arrays`"
+    if state is None: return None
+    if isinstance(state, (tuple, list)):
+        return {"tuple" if isinstance(state, tuple) else "list": [_state_tree(s, arrays) for s in state]}
+    arrays.append(np.asarray(state))
+    return len(arrays) - 1
+
+def _state_from_tree(tree, arrays:dict):
+    "The state `_state_tree` described, with the same nesting and container types, from the checkpoint's `state/i` arrays"
+    if tree is None: return None
+    if isinstance(tree, int): return arrays[f"state/{tree}"]
+    (kind, parts), = tree.items()
+    parts = [_state_from_tree(t, arrays) for t in parts]
+    return tuple(parts) if kind == "tuple" else parts
 
 def save_checkpoint(
     path:str|os.PathLike, # destination file, conventionally ending in .npz
     trainer:Trainer, # the run to save
 ) -> Path:
     "Save everything needed to continue `trainer` exactly, as one `.npz` written atomically"
-    arrays = {f"params/{k}": v for k, v in _flatten(trainer.model.params).items()}
+    arrays = {f"params/{k}": v for k, v in flatten_tree(trainer.model.params).items()}
     opt_state = trainer.optimizer.state_dict()
     arrays.update({f"optimizer/{k}": v for k, v in opt_state.items() if isinstance(v, np.ndarray)})
-    state = trainer.state
-    kind = "none" if state is None else "tuple" if isinstance(state, (tuple, list)) else "array"
-    for i, s in enumerate([] if state is None else state if kind == "tuple" else [state]): arrays[f"state/{i}"] = s
-    meta = {"format": CHECKPOINT_FORMAT, "version": 1, "config": trainer.config(),
+    states = []
+    tree = _state_tree(trainer.state, states)
+    arrays.update({f"state/{i}": s for i, s in enumerate(states)})
+    meta = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "config": trainer.config(),
             "optimizer": {k: v for k, v in opt_state.items() if not isinstance(v, np.ndarray)},
-            "step": trainer.step, "epoch": trainer.epoch, "k": trainer.k, "offset": trainer.offset, "state_kind": kind,
+            "step": trainer.step, "epoch": trainer.epoch, "k": trainer.k, "offset": trainer.offset, "state": tree,
             "rng": trainer.rng.bit_generator.state, "log": trainer.log}
     arrays["meta.json"] = np.frombuffer(json.dumps(meta).encode("utf-8"), np.uint8)
     buf = io.BytesIO()
     np.savez(buf, **arrays)
     return atomic_write(path, buf.getvalue())
 
-def _read_npz_with_meta(path, fmt:str, noun:str, writer:str, what:str) -> tuple:
+def _read_npz_with_meta(path, fmt:str, noun:str, writer:str, what:str, version:int=1) -> tuple:
     "Arrays and JSON metadata of an `.npz` written by `writer`, never unpickling; clear errors naming `noun`."
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f"no {noun} at {path}")
@@ -446,15 +457,15 @@ def _read_npz_with_meta(path, fmt:str, noun:str, writer:str, what:str) -> tuple:
         with np.load(path, allow_pickle=False) as f: arrays = {k: f[k] for k in f.files}
         meta = json.loads(arrays.pop("meta.json").tobytes().decode("utf-8"))
     except Exception as e: raise ValueError(f"{path} is not a valid {noun} (corrupt or not written by {writer}): {e}") from e
-    if not isinstance(meta, dict) or meta.get("format") != fmt or meta.get("version") != 1:
-        raise ValueError(f"{path} is not {what} (expected format {fmt!r}, version 1)")
+    if not isinstance(meta, dict) or meta.get("format") != fmt or meta.get("version") != version:
+        raise ValueError(f"{path} is not {what} (expected format {fmt!r}, version {version})")
     return arrays, meta
 
 def read_checkpoint(
     path:str|os.PathLike, # a file written by `save_checkpoint`
 ) -> tuple: # (arrays, meta): the arrays by name and the JSON metadata
     "Read a checkpoint without unpickling anything; a missing or corrupt file raises a clear error"
-    return _read_npz_with_meta(path, CHECKPOINT_FORMAT, "checkpoint", "save_checkpoint", "a checkpoint of this trainer")
+    return _read_npz_with_meta(path, CHECKPOINT_FORMAT, "checkpoint", "save_checkpoint", "a checkpoint of this trainer", CHECKPOINT_VERSION)
 
 def load_checkpoint(
     path:str|os.PathLike, # a file written by `save_checkpoint`
@@ -466,14 +477,13 @@ def load_checkpoint(
     diff = [k for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k)]
     if diff: raise ValueError(f"{path} was saved by a different run: " + "; ".join(f"{k} is {now.get(k)!r} here, {saved.get(k)!r} in the checkpoint" for k in diff))
     params = {k[len("params/"):]: v for k, v in arrays.items() if k.startswith("params/")}
-    current = _flatten(trainer.model.params)
+    current = flatten_tree(trainer.model.params)
     if set(params) != set(current) or any(params[k].shape != current[k].shape or params[k].dtype != current[k].dtype for k in current):
         raise ValueError(f"{path} holds parameters {sorted((k, v.shape) for k, v in params.items())}, but the model has "
                          f"{sorted((k, v.shape) for k, v in current.items())}")
     for k, v in current.items(): v[...] = params[k]  # in place: the layer objects keep their arrays
     trainer.optimizer.load_state_dict({**meta["optimizer"], **{k[len("optimizer/"):]: v for k, v in arrays.items() if k.startswith("optimizer/")}})
-    states = [arrays[f"state/{i}"] for i in range(sum(k.startswith("state/") for k in arrays))]
-    trainer.state = None if meta["state_kind"] == "none" else tuple(states) if meta["state_kind"] == "tuple" else states[0]
+    trainer.state = _state_from_tree(meta["state"], arrays)
     trainer.step, trainer.epoch, trainer.k, trainer.offset = meta["step"], meta["epoch"], meta["k"], meta["offset"]
     trainer.rng.bit_generator.state = meta["rng"]
     trainer.batches = TBPTTBatches(trainer.train_ids, trainer.batch_size, trainer.seq_len, trainer.offset)
@@ -493,12 +503,12 @@ def predict(
     state=None, # state to start from (None: zeros)
 ) -> tuple: # probabilities of the next character (V,) in float64, and the state after the prefix
     "Step 8: the distribution of the character after `ids`"
-    ids = _ids_arg("ids", ids, model.vocab_size)
+    ids = check_ids("ids", ids, model.vocab_size)
     if ids.size == 0: raise ValueError("ids must hold at least one id to predict from")
     logits, _, state = forward(model, ids[None].astype(np.int32), state)
     return _softmax(logits[0, -1]), state
 
-def _next_id(logits:np.ndarray, temperature:float, top_k:int|None, rng:np.random.Generator) -> int:
+def sample_next_id(logits:np.ndarray, temperature:float, top_k:int|None, rng:np.random.Generator) -> int:
     "Sample one id from `logits` (V,) with temperature and top-k; temperature 0 is the argmax"
     if temperature == 0 or top_k == 1: return int(np.argmax(logits))
     z = np.asarray(logits, np.float64) / temperature
@@ -518,15 +528,15 @@ def sample(
 ) -> str: # the generated text, without the prime
     "Generate `length` characters after `prime`, one at a time, each fed back in"
     if not isinstance(prime, str) or not prime: raise ValueError(f"prime must be a non-empty str, got {prime!r}")
-    length = _int_arg("length", length, 0)
-    temperature = _num_arg("temperature", temperature, strict=False)
-    if top_k is not None: top_k = _int_arg("top_k", top_k)
+    length = check_int("length", length, 0)
+    temperature = check_number("temperature", temperature, strict=False)
+    if top_k is not None: top_k = check_int("top_k", top_k)
     if len(vocab) != model.vocab_size: raise ValueError(f"vocab has {len(vocab)} characters but the model predicts {model.vocab_size}")
     rng = np.random.default_rng(seed)
     logits, _, state = forward(model, vocab.encode(prime)[None], None)  # read the prime
     z, out = logits[0, -1], []
     for _ in range(length):
-        i = _next_id(z, temperature, top_k, rng)
+        i = sample_next_id(z, temperature, top_k, rng)
         out.append(i)
         logits, _, state = forward(model, np.array([[i]], np.int32), state)
         z = logits[0, -1]
@@ -552,7 +562,7 @@ def save_model(
     if len(vocab) != model.vocab_size: raise ValueError(f"vocab has {len(vocab)} characters but the model predicts {model.vocab_size}")
     meta = {"format": MODEL_FORMAT, "version": 1, "layer": type(model.layer).__name__, "layer_config": model.layer.get_config(),
             "vocab_size": model.vocab_size, "seed": model.seed, "vocab": vocab.to_dict()}
-    arrays = {f"params/{k}": v for k, v in _flatten(model.params).items()}
+    arrays = {f"params/{k}": v for k, v in flatten_tree(model.params).items()}
     arrays["meta.json"] = np.frombuffer(json.dumps(meta).encode("utf-8"), np.uint8)
     buf = io.BytesIO()
     np.savez(buf, **arrays)
@@ -564,9 +574,9 @@ def load_model(
     "Load a model saved by `save_model`, never unpickling; a missing or corrupt file raises a clear error"
     arrays, meta = _read_npz_with_meta(path, MODEL_FORMAT, "model file", "save_model", "a saved model")
     model = CharRNN(meta["vocab_size"], _layer_class(meta["layer"])(**meta["layer_config"]), meta["seed"])
-    params = _unflatten({k[len("params/"):]: v for k, v in arrays.items() if k.startswith("params/")})
-    current = _flatten(model.params)
-    if sorted(current) != sorted(_flatten(params)) or any(current[k].shape != v.shape for k, v in _flatten(params).items()):
+    params = unflatten_tree({k[len("params/"):]: v for k, v in arrays.items() if k.startswith("params/")})
+    current = flatten_tree(model.params)
+    if sorted(current) != sorted(flatten_tree(params)) or any(current[k].shape != v.shape for k, v in flatten_tree(params).items()):
         raise ValueError(f"{path}: the saved parameters do not fit a {meta['layer']} with {meta['layer_config']}")
     model.params = params
     return model, Vocab.from_dict(meta["vocab"])

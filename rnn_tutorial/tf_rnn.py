@@ -382,6 +382,10 @@ class CharModel(keras.Model):
         hs, *state = self.rnn(x, initial_state=initial_state, mask=mask)
         return self.dense(hs), state
 
+    def compute_mask(self, ids, mask=None):
+        "The logits keep the input's mask (padded steps stay marked for layers and losses downstream); the final states have none."
+        return mask, [None] * self.n_states
+
     @property
     def params(self)->dict:
         "The weights as `numpy_train.CharRNN.params`: {'rnn': {...}, 'dense': {...}} (no embedding)."

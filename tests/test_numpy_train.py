@@ -5,11 +5,12 @@ import numpy as np
 import pytest
 
 from rnn_tutorial.data import Corpus, Vocab
-from rnn_tutorial.numpy_rnn import SimpleRNN, _flatten, gradient_check
+from rnn_tutorial.numpy_gated import GRU, LSTM
+from rnn_tutorial.numpy_rnn import SimpleRNN, StackedRNN, flatten_tree, gradient_check
 from rnn_tutorial.numpy_train import (
-    SGD, Adam, CharRNN, Momentum, Trainer, _next_id, backward, bits, clip_by_global_norm, clip_by_value,
-    compute_loss, evaluate, final_state, forward, get_data, global_norm, init_model, load_checkpoint, load_model,
-    predict, read_checkpoint, sample, save_checkpoint, save_model, update,
+    SGD, Adam, CharRNN, Momentum, Trainer, backward, bits, clip_by_global_norm, clip_by_value, compute_loss, evaluate,
+    final_state, forward, get_data, global_norm, init_model, load_checkpoint, load_model, predict, read_checkpoint,
+    sample, sample_next_id, save_checkpoint, save_model, update,
 )
 
 TEXT = "the quick brown fox jumps over the lazy dog. " * 60
@@ -106,13 +107,13 @@ def test_optimizer_bad_grads():
 def test_clip_by_global_norm(dtype):
     rng = np.random.default_rng(0)
     grads = {"a": rng.standard_normal((3, 4)).astype(dtype), "b": {"c": rng.standard_normal(5).astype(dtype)}}
-    before = {k: v.copy() for k, v in _flatten(grads).items()}
+    before = {k: v.copy() for k, v in flatten_tree(grads).items()}
     norm = global_norm(grads)
     assert clip_by_global_norm(grads, norm * 2) == norm  # below: unchanged
-    assert all(np.array_equal(before[k], v) for k, v in _flatten(grads).items())
+    assert all(np.array_equal(before[k], v) for k, v in flatten_tree(grads).items())
     assert clip_by_global_norm(grads, norm / 3) == pytest.approx(norm)  # above: scaled to the limit, same direction
     assert global_norm(grads) == pytest.approx(norm / 3, rel=1e-6)
-    for k, v in _flatten(grads).items():
+    for k, v in flatten_tree(grads).items():
         assert v.dtype == dtype
         np.testing.assert_allclose(v, before[k] / 3, rtol=1e-6)
 
@@ -227,7 +228,7 @@ def make_trainer(weights_seed=0, layer=None, **kw):
 
 
 def assert_same_run(a, b):
-    pa, pb = _flatten(a.model.params), _flatten(b.model.params)
+    pa, pb = flatten_tree(a.model.params), flatten_tree(b.model.params)
     assert all(np.array_equal(pa[k], pb[k]) for k in pa)
     sa, sb = a.optimizer.state_dict(), b.optimizer.state_dict()
     assert sa.keys() == sb.keys() and all(np.array_equal(sa[k], sb[k]) for k in sa)
@@ -293,6 +294,36 @@ def test_layers_with_tuple_states_train_and_resume(tmp_path):
     assert all(np.array_equal(a, b) for a, b in zip(full.state, resumed.state))
 
 
+def test_stacked_lstm_state_round_trips_as_is(tmp_path):
+    "A stack's state (a list of per-layer states, an LSTM's an (h, c) tuple) comes back from a checkpoint exactly as saved."
+    def make_stacked(seed=0):
+        layer = StackedRNN([LSTM(6, seed=seed), LSTM(6, seed=seed + 1), GRU(6, seed=seed + 2)]).build(V)
+        return make_trainer(layer=layer)
+    full = make_stacked().fit(20)
+    half = make_stacked().fit(6, checkpoint=tmp_path / "c.npz")
+    arrays, meta = read_checkpoint(tmp_path / "c.npz")
+    assert sorted(k for k in arrays if k.startswith("state/")) == [f"state/{i}" for i in range(5)]
+    resumed = load_checkpoint(tmp_path / "c.npz", make_stacked(seed=7))
+    assert type(resumed.state) is list and [type(s) for s in resumed.state] == [tuple, tuple, np.ndarray]
+    for a, b in zip(half.state, resumed.state):
+        if isinstance(a, tuple): assert len(b) == 2 and all(np.array_equal(x, y) for x, y in zip(a, b))
+        else: assert np.array_equal(a, b)
+    resumed.fit(20)  # the stack takes the loaded state as it is
+    assert_same_run(full, resumed)
+
+
+def test_learning_rate_is_part_of_the_configuration(tmp_path):
+    "A checkpoint records the optimizer's hyperparameters; resuming with another learning rate is refused, the same one restores it."
+    trainer = make_trainer(optimizer=Adam(3e-3))
+    assert trainer.config()["lr"] == 3e-3 and trainer.config()["beta2"] == 0.999
+    trainer.fit(4, checkpoint=tmp_path / "c.npz")
+    assert read_checkpoint(tmp_path / "c.npz")[1]["config"]["lr"] == 3e-3
+    with pytest.raises(ValueError, match="lr is 0.01 here, 0.003 in the checkpoint"):
+        load_checkpoint(tmp_path / "c.npz", make_trainer(optimizer=Adam(1e-2)))
+    resumed = load_checkpoint(tmp_path / "c.npz", make_trainer(optimizer=Adam(3e-3)))
+    assert resumed.optimizer.lr == 3e-3 and resumed.config() == trainer.config()
+
+
 def test_checkpoint_errors(tmp_path):
     path = tmp_path / "c.npz"
     with pytest.raises(FileNotFoundError, match="no checkpoint at"):
@@ -352,7 +383,7 @@ def test_sampling_properties():
 
 def test_next_id_temperature_and_top_k():
     z = np.array([1.0, 4.0, 3.0, 0.0, 2.0])
-    draws = lambda **kw: [_next_id(z, rng=np.random.default_rng(s), **kw) for s in range(400)]
+    draws = lambda **kw: [sample_next_id(z, rng=np.random.default_rng(s), **kw) for s in range(400)]
     assert set(draws(temperature=1.0, top_k=3)) == {1, 2, 4}
     assert set(draws(temperature=1e-3, top_k=None)) == {1}
     assert set(draws(temperature=1.0, top_k=None)) == {0, 1, 2, 3, 4}
@@ -380,7 +411,7 @@ def test_save_and_load_model(tmp_path):
     save_model(tmp_path / "m.npz", model, VOCAB)
     loaded, vocab = load_model(tmp_path / "m.npz")
     assert vocab == VOCAB and loaded.count_params() == model.count_params()
-    pa, pb = _flatten(model.params), _flatten(loaded.params)
+    pa, pb = flatten_tree(model.params), flatten_tree(loaded.params)
     assert all(np.array_equal(pa[k], pb[k]) and pa[k].dtype == pb[k].dtype for k in pa)
     with np.load(tmp_path / "m.npz", allow_pickle=False) as f:
         assert all(f[k].dtype != object for k in f.files)

@@ -1,5 +1,6 @@
 "TensorFlow cells (`rnn_tutorial.tf_rnn`): parity with NumPy and Keras, weights both ways, saving, tracing, device policy, quiet import."
 import os
+import warnings
 
 import numpy as np
 import pytest
@@ -93,6 +94,19 @@ def test_fixed_signature_traces_once(kind):
         loss, norm, state = step(rng.integers(0, 5, (B, T)), rng.integers(0, 5, (B, T)), mask=mask)
         assert np.isfinite(float(loss)) and len(state) == (2 if kind == "lstm" else 1)
     assert step.traces == 1
+
+
+@pytest.mark.parametrize("kind", ["rnn", "lstm"])
+def test_char_model_keeps_the_mask_on_its_logits(kind):
+    "A mask given to `CharModel` stays on its logits (Keras does not warn that it is dropped); the final states carry none."
+    model, mask = CharModel(5, 4, kind), tf.constant([[True, True, False], [True, False, False]])
+    assert model.supports_masking
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        logits, state = model(tf.zeros((2, 3), tf.int32), mask=mask)
+    np.testing.assert_array_equal(getattr(logits, "_keras_mask", None), mask)
+    assert all(getattr(s, "_keras_mask", None) is None for s in state) and len(state) == model.n_states
+    assert getattr(model(tf.zeros((2, 3), tf.int32))[0], "_keras_mask", None) is None  # no mask in, none out
 
 
 def test_policy_branches():

@@ -14,7 +14,7 @@ from typing import Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 
-from ..data import _int_arg, language_reference, pad_sequences
+from ..data import check_int, language_reference, pad_sequences
 from ..tf_rnn import import_tensorflow
 
 tf, keras = import_tensorflow()
@@ -55,7 +55,7 @@ def spam_messages(
     seed:int=0, # seed of the messages (the sentence split itself always uses seed 0)
 )->tuple: # texts (list of str), labels (n,) int64 with 1 = spam, kinds (n,) int64 indexing `KIND_NAMES`
     "Generated spam-like messages: real prose, offers and negated offers with the same words, labelled by word order."
-    n = _int_arg("n", n)
+    n = check_int("n", n)
     pool = prose_sentences(split)
     rng = np.random.default_rng([seed, ("train", "test").index(split)])
     texts, kinds = [], rng.integers(0, 3, n)
@@ -80,7 +80,7 @@ def word_vocab(
     min_count:int=2, # keep words seen at least this often
 )->dict: # word -> id; id 0 is padding and id 1 stands for every unknown word
     "A word vocabulary from `texts`: the words seen at least `min_count` times, in order of frequency, from id 2."
-    min_count = _int_arg("min_count", min_count)
+    min_count = check_int("min_count", min_count)
     if isinstance(texts, str) or not len(texts): raise ValueError("texts must be a non-empty sequence of str")
     counts = Counter(w for t in texts for w in tokenize(t))
     words = sorted((w for w, c in counts.items() if c >= min_count), key=lambda w: (-counts[w], w))
@@ -117,7 +117,7 @@ def classification_metrics(
     n_classes:int, # number of classes C; ids are 0..C-1
 )->dict: # accuracy, confusion (C, C) with rows true and columns predicted, per-class precision, recall, f1, macro_f1
     "Accuracy, the confusion matrix and per-class precision, recall and F1 (0 where undefined: nothing predicted or present)."
-    n_classes = _int_arg("n_classes", n_classes, 2)
+    n_classes = check_int("n_classes", n_classes, 2)
     y_true, y_pred = _labels_arg("y_true", y_true, n_classes), _labels_arg("y_pred", y_pred, n_classes)
     if y_true.shape != y_pred.shape: raise ValueError(f"y_true and y_pred must have the same length, got {y_true.size} and {y_pred.size}")
     cm = np.bincount(y_true * n_classes + y_pred, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
@@ -155,7 +155,7 @@ class BagOfWords:
                  n_classes:int=2, # C
                  l2:float=1e-3, # weight decay on W
                 ):
-        self.vocab_size, self.n_classes = _int_arg("vocab_size", vocab_size, 2), _int_arg("n_classes", n_classes, 2)
+        self.vocab_size, self.n_classes = check_int("vocab_size", vocab_size, 2), check_int("n_classes", n_classes, 2)
         if not (isinstance(l2, (int, float)) and l2 >= 0): raise ValueError(f"l2 must be a number >= 0, got {l2!r}")
         self.l2 = float(l2)
         self.W, self.b = np.zeros((self.vocab_size, self.n_classes)), np.zeros(self.n_classes)
@@ -208,7 +208,7 @@ class BagOfWords:
             lr:float=0.5, # learning rate
            )->list: # the training loss before each step
         "Full-batch gradient descent on mean cross-entropy plus L2, with sparse products; deterministic."
-        steps, y = _int_arg("steps", steps), _labels_arg("y", y, self.n_classes)
+        steps, y = check_int("steps", steps), _labels_arg("y", y, self.n_classes)
         if len(ids) != len(y): raise ValueError(f"ids and y must have the same number of rows, got {len(ids)} and {len(y)}")
         (rows, cols), n = self._nonzeros(ids), len(y)
         Y, losses = np.eye(self.n_classes)[y], []
@@ -233,8 +233,8 @@ def rnn_classifier(
     masked:bool=True, # `Embedding(mask_zero=True)`: id 0 is padding, skipped by the recurrent layer
 )->keras.Sequential: # word ids (B, T) -> class probabilities (B, C)
     "Many-to-one classifier: embedding with masking -> (bidirectional) recurrent layer's final state -> softmax."
-    vocab_size, n_classes = _int_arg("vocab_size", vocab_size, 2), _int_arg("n_classes", n_classes, 2)
-    units, embedding_dim = _int_arg("units", units), _int_arg("embedding_dim", embedding_dim)
+    vocab_size, n_classes = check_int("vocab_size", vocab_size, 2), check_int("n_classes", n_classes, 2)
+    units, embedding_dim = check_int("units", units), check_int("embedding_dim", embedding_dim)
     if kind not in ("SimpleRNN", "LSTM", "GRU"): raise ValueError(f"kind must be 'SimpleRNN', 'LSTM' or 'GRU', got {kind!r}")
     rnn = getattr(keras.layers, kind)(units)
     return keras.Sequential([keras.Input((None,), dtype="int32"),
@@ -252,6 +252,6 @@ def predict_proba(
     ids = np.asarray(ids)
     if ids.ndim != 2 or ids.dtype.kind not in "iu" or not ids.size:
         raise ValueError(f"ids must be a non-empty 2-d integer array, got shape {ids.shape}, dtype {ids.dtype}")
-    batch_size = _int_arg("batch_size", batch_size)
+    batch_size = check_int("batch_size", batch_size)
     return np.concatenate([np.asarray(model(ids[i:i + batch_size].astype(np.int32), training=False))
                            for i in range(0, len(ids), batch_size)])

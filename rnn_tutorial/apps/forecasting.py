@@ -13,7 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..data import _int_arg, windows
+from ..data import check_int, windows
 from ..tf_rnn import import_tensorflow
 
 tf, keras = import_tensorflow()
@@ -27,8 +27,8 @@ def return_windows(
     "Windows of daily log-returns, with the log-return from each window's last price to each horizon as targets"
     p = np.asarray(prices)
     if p.ndim != 1: raise ValueError(f"prices must have shape (time,), got shape {p.shape}")
-    input_len = _int_arg("input_len", input_len, 2)
-    hs = [_int_arg("horizons", h) for h in (horizons if isinstance(horizons, (list, tuple, np.ndarray)) else [horizons])]
+    input_len = check_int("input_len", input_len, 2)
+    hs = [check_int("horizons", h) for h in (horizons if isinstance(horizons, (list, tuple, np.ndarray)) else [horizons])]
     if not hs: raise ValueError("horizons must name at least one horizon >= 1, got none")
     X, _ = windows(p, input_len, max(hs))  # checks length, dtype and finiteness
     if (p <= 0).any(): raise ValueError(f"prices must be positive for log-returns: got {p.min()!r} at step {int(np.argmin(p))}")
@@ -99,8 +99,8 @@ def forecast_rnn(
     features:int=1, # values per step
 ) -> keras.Model:
     "A recurrent forecaster: one recurrent layer reads the window, a dense layer maps its last state to the forecasts"
-    if input_len is not None: input_len = _int_arg("input_len", input_len)
-    outputs, units, features = _int_arg("outputs", outputs), _int_arg("units", units), _int_arg("features", features)
+    if input_len is not None: input_len = check_int("input_len", input_len)
+    outputs, units, features = check_int("outputs", outputs), check_int("units", units), check_int("features", features)
     layers = {"gru": keras.layers.GRU, "lstm": keras.layers.LSTM, "simple": keras.layers.SimpleRNN}
     if cell not in layers: raise ValueError(f"cell must be one of {', '.join(map(repr, layers))}, got {cell!r}")
     return keras.Sequential([keras.Input((input_len, features)), layers[cell](units, name=cell),

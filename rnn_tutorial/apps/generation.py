@@ -11,8 +11,8 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from ..data import TBPTTBatches, Vocab, _ids_arg, _int_arg
-from ..numpy_train import _next_id, _num_arg
+from ..data import TBPTTBatches, Vocab, check_ids, check_int, check_number
+from ..numpy_train import sample_next_id
 from ..tf_rnn import import_tensorflow
 
 tf, keras = import_tensorflow()
@@ -31,7 +31,7 @@ def bits_per_char(
     seq_len:int=128, # steps per window; the state is carried across windows
 )->float:
     "Mean bits per predicted character of `model` on `ids`, read as `batch_size` streams with the state carried."
-    ids = _ids_arg("ids", ids, model.vocab_size)
+    ids = check_ids("ids", ids, model.vocab_size)
     b = TBPTTBatches(ids, batch_size, seq_len)
     fn = _EVAL_FNS.get(model)
     if fn is None:
@@ -74,7 +74,7 @@ def keras_step(
 # %% ../../nbs/07_generation.ipynb #556db3a9
 def _check_prefix(prefix_ids)->np.ndarray:
     "The prefix as a 1-D int array with at least one id."
-    ids = _ids_arg("prefix_ids", prefix_ids)
+    ids = check_ids("prefix_ids", prefix_ids)
     if ids.size == 0: raise ValueError("prefix_ids must hold at least one id (a start token for a decoder)")
     if ids.min() < 0: raise ValueError(f"prefix_ids must hold non-negative ids, got {ids.min()}")
     return ids
@@ -105,17 +105,17 @@ def sample_stream(
 )->Iterator[int]: # the generated ids, one at a time
     "Generate from a model with carried state: read the prefix once, then one `step` per generated token."
     prefix = _check_prefix(prefix_ids)
-    length = _int_arg("length", length, 0)
-    temperature = _num_arg("temperature", temperature, strict=False)
-    if top_k is not None: top_k = _int_arg("top_k", top_k)
-    if end_id is not None: end_id = _int_arg("end_id", end_id, 0)
+    length = check_int("length", length, 0)
+    temperature = check_number("temperature", temperature, strict=False)
+    if top_k is not None: top_k = check_int("top_k", top_k)
+    if end_id is not None: end_id = check_int("end_id", end_id, 0)
     if not callable(step): raise ValueError(f"step must be a callable step(state, ids), got {type(step).__name__}")
     rng = np.random.default_rng(seed)
     def gen():
         nonlocal state
         lp, state = _prime(step, state, prefix)
         for n in range(length):
-            i = _next_id(lp[0], temperature, top_k, rng)
+            i = sample_next_id(lp[0], temperature, top_k, rng)
             yield i
             if i == end_id or n == length - 1: return
             lp, state = _log_probs(step(state, np.array([i])), 1)
@@ -142,8 +142,8 @@ def beam_search(
     "The `beam_width` most likely continuations of `prefix_ids` found by beam search, with their log-probabilities."
     if not callable(step): raise ValueError(f"step must be a callable step(state, ids), got {type(step).__name__}")
     prefix = _check_prefix(prefix_ids)
-    K, L = _int_arg("beam_width", beam_width), _int_arg("length", length)
-    if end_id is not None: end_id = _int_arg("end_id", end_id, 0)
+    K, L = check_int("beam_width", beam_width), check_int("length", length)
+    if end_id is not None: end_id = check_int("end_id", end_id, 0)
     lp, state = _prime(step, state, prefix)
     seqs, scores, done = [[]], np.zeros(1), np.zeros(1, bool)
     for t in range(L):
@@ -176,7 +176,7 @@ def complete(
 )->list: # up to `n` pairs (completion text, log-probability), best first
     "The `n` likeliest completions of `prefix` found by beam search, as text with their log-probabilities."
     if not isinstance(prefix, str) or not prefix: raise ValueError(f"prefix must be a non-empty str, got {prefix!r}")
-    n, beam_width = _int_arg("n", n), _int_arg("beam_width", beam_width)
+    n, beam_width = check_int("n", n), check_int("beam_width", beam_width)
     if n > beam_width: raise ValueError(f"n must be at most beam_width ({beam_width}), got {n}")
     if end is not None and end not in vocab: raise ValueError(f"end must be a character of the vocabulary, got {end!r}")
     step = model if callable(model) and not isinstance(model, keras.Model) else keras_step(model)

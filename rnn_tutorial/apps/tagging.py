@@ -13,7 +13,7 @@ import tokenize
 
 import numpy as np
 
-from ..data import _int_arg
+from ..data import check_int
 from ..tf_rnn import import_tensorflow
 
 tf, keras = import_tensorflow()
@@ -77,7 +77,7 @@ def tag_windows(
     length:int, # T, characters per window
 )->tuple: # `(X, Y)`, both (N, T) int32; padding has id 0 and label 0
     "Cut aligned documents into windows of `length` positions, padding each document's last window with 0."
-    length = _int_arg("length", length)
+    length = check_int("length", length)
     if len(ids) != len(labels) or len(ids) == 0: raise ValueError(f"ids and labels must be non-empty lists of the same length, got {len(ids)} and {len(labels)}")
     X, Y = [], []
     for i, (x, y) in enumerate(zip(ids, labels)):
@@ -98,7 +98,7 @@ def per_class_f1(
     mask=None, # (...) bool, True where a position counts (not padding); None: all count
 )->np.ndarray: # (C,) F1 of each class, nan where the class is neither present nor predicted
     "Per-class F1, $2TP/(2TP+FP+FN)$, over the positions where `mask` is true."
-    n_classes = _int_arg("n_classes", n_classes)
+    n_classes = check_int("n_classes", n_classes)
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
     if y_true.shape != y_pred.shape: raise ValueError(f"y_true and y_pred must have the same shape, got {y_true.shape} and {y_pred.shape}")
     if mask is None: mask = np.ones(y_true.shape, bool)
@@ -119,7 +119,7 @@ def char_baseline(
     vocab_size:int=VOCAB_SIZE, # V; ids must be in 0..V-1
 )->np.ndarray: # (V,) the class to predict for each id: `table[X]` tags a batch
     "The most frequent class of each character id in training data (ties: lowest class id); unseen ids get the most frequent class overall."
-    vocab_size = _int_arg("vocab_size", vocab_size)
+    vocab_size = check_int("vocab_size", vocab_size)
     X, Y = np.asarray(X), np.asarray(Y)
     if X.shape != Y.shape or X.ndim != 2: raise ValueError(f"X and Y must be 2-D arrays of the same shape, got {X.shape} and {Y.shape}")
     if X.size and (X.min() < 0 or X.max() >= vocab_size): raise ValueError(f"X must hold ids in 0..{vocab_size - 1}")
@@ -143,8 +143,8 @@ def char_tagger(
     kind:str="GRU", # "SimpleRNN", "LSTM" or "GRU"
 )->keras.Sequential: # (B, T) int ids -> (B, T, C) class probabilities
     "Ids -> embedding (id 0 is masked padding) -> (bidirectional) recurrent layer over the whole sequence -> softmax over classes at every position."
-    n_classes, vocab_size = _int_arg("n_classes", n_classes, 2), _int_arg("vocab_size", vocab_size, 2)
-    units, embedding_dim = _int_arg("units", units), _int_arg("embedding_dim", embedding_dim)
+    n_classes, vocab_size = check_int("n_classes", n_classes, 2), check_int("vocab_size", vocab_size, 2)
+    units, embedding_dim = check_int("units", units), check_int("embedding_dim", embedding_dim)
     if kind not in ("SimpleRNN", "LSTM", "GRU"): raise ValueError(f"kind must be 'SimpleRNN', 'LSTM' or 'GRU', got {kind!r}")
     rnn = getattr(keras.layers, kind)(units, return_sequences=True)
     if bidirectional: rnn = keras.layers.Bidirectional(rnn)

@@ -14,7 +14,7 @@ import time
 import numpy as np
 
 from .generation import beam_search
-from ..data import Vocab, _int_arg, pad_sequences
+from ..data import Vocab, check_int, pad_sequences
 from ..tf_rnn import import_tensorflow
 
 tf, keras = import_tensorflow()
@@ -58,7 +58,7 @@ def date_pairs(
     test_frac:float=0.2, # fraction of the days reserved for the held-out pairs
 ) -> tuple[list, list]: # (train, test): lists of (human, iso) string pairs; no date occurs in both
     "Seeded (human-written date, ISO date) pairs, split by date so that held-out dates are unseen"
-    n_train, n_test = _int_arg("n_train", n_train), _int_arg("n_test", n_test)
+    n_train, n_test = check_int("n_train", n_train), check_int("n_test", n_test)
     if isinstance(test_frac, bool) or not isinstance(test_frac, (int, float)) or not 0 < test_frac < 1:
         raise ValueError(f"test_frac must be a number strictly between 0 and 1, got {test_frac!r}")
     rng = np.random.default_rng(seed)
@@ -110,7 +110,7 @@ class LuongAttention(keras.layers.Layer):
                  units:int, # size of the keys (the encoder outputs)
                  **kwargs):
         super().__init__(**kwargs)
-        self.units = _int_arg("units", units)
+        self.units = check_int("units", units)
         self.W_a = keras.layers.Dense(self.units, use_bias=False, name="W_a")
 
     def call(self,
@@ -137,8 +137,8 @@ class Seq2Seq(keras.Model):
                  attention:bool=True, # use Luong attention over the encoder outputs
                  **kwargs):
         super().__init__(**kwargs)
-        self.src_vocab_size, self.tgt_vocab_size = _int_arg("src_vocab_size", src_vocab_size, 2), _int_arg("tgt_vocab_size", tgt_vocab_size, 2)
-        self.units, self.embed_dim = _int_arg("units", units), _int_arg("embed_dim", embed_dim)
+        self.src_vocab_size, self.tgt_vocab_size = check_int("src_vocab_size", src_vocab_size, 2), check_int("tgt_vocab_size", tgt_vocab_size, 2)
+        self.units, self.embed_dim = check_int("units", units), check_int("embed_dim", embed_dim)
         if not isinstance(attention, bool): raise ValueError(f"attention must be True or False, got {attention!r}")
         self.use_attention = attention
         L = keras.layers
@@ -201,7 +201,7 @@ def train_seq2seq(
     if not isinstance(model, Seq2Seq): raise ValueError(f"model must be a Seq2Seq, got {type(model).__name__}")
     if not isinstance(data, dict) or not {"source", "decoder_in", "decoder_out"} <= set(data):
         raise ValueError("data must be the dict of arrays made by encode_pairs")
-    epochs, batch_size = _int_arg("epochs", epochs), _int_arg("batch_size", batch_size)
+    epochs, batch_size = check_int("epochs", epochs), check_int("batch_size", batch_size)
     if seconds is not None and (isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds > 0):
         raise ValueError(f"seconds must be a positive number or None, got {seconds!r}")
     model.compile(optimizer=keras.optimizers.Adam(learning_rate),
@@ -216,8 +216,8 @@ def _search_args(prefix_ids, length, end_id):
     prefix = np.asarray(prefix_ids)
     if prefix.ndim != 1 or prefix.size == 0 or not np.issubdtype(prefix.dtype, np.integer):
         raise ValueError(f"prefix_ids must be a non-empty 1-D sequence of integer ids, got {prefix_ids!r}")
-    length = _int_arg("length", length)
-    if end_id is not None: end_id = _int_arg("end_id", end_id, 0)
+    length = check_int("length", length)
+    if end_id is not None: end_id = check_int("end_id", end_id, 0)
     return prefix.astype(np.int64), length, end_id
 
 def _feed_prefix(step, state, prefix):
@@ -258,7 +258,7 @@ class Translator:
                 ):
         if not isinstance(model, Seq2Seq): raise ValueError(f"model must be a Seq2Seq, got {type(model).__name__}")
         self.model, self.src_vocab, self.tgt_vocab = model, src_vocab, tgt_vocab
-        self.max_len = _int_arg("max_len", max_len)
+        self.max_len = check_int("max_len", max_len)
         self.start_id, self.end_id = (int(i) for i in tgt_vocab.encode(START + END))
         U = model.units
         self._step = tf.function(self._step_fn, input_signature=[
@@ -299,7 +299,7 @@ class Translator:
              beam_width:int=4, # prefixes kept at each step
             ) -> list: # the best decoded string for each source
         "Beam-search decoding, one source at a time"
-        beam_width = _int_arg("beam_width", beam_width)
+        beam_width = check_int("beam_width", beam_width)
         encs, masks, hs = self.model.encode(self._source(sources))
         out = []
         for enc, mask, h in zip(encs, masks, hs):
