@@ -7,9 +7,9 @@ import pytest
 from rnn_tutorial.apps import speech
 from rnn_tutorial.apps.speech import (
     ACCENTS, BLANK, FRAME_LENGTH, FRAME_STEP, N_FEATURES, N_MELS, SAMPLE_RATE, STACK, ESpeakError, SpokenDigits,
-    acoustic_model, add_noise, ctc_brute_force, ctc_collapse, ctc_greedy_decode, ctc_log_likelihood, ctc_log_probs,
+    MIN_SAMPLES, acoustic_model, add_noise, ctc_brute_force, ctc_collapse, ctc_greedy_decode, ctc_log_likelihood, ctc_log_probs,
     ctc_prefix_beam_search, digit_error_rate, digits_text, edit_distance, log_mel, spoken_digits, synthesize, tf,
-    train_ctc, transcribe, utterance_features, voice_split, voice_variants)
+    train_ctc, transcribe, utterance_features, voice_families, voice_split, voice_variants)
 
 
 # --- synthesis -----------------------------------------------------------------------------------------------------
@@ -49,7 +49,7 @@ def test_synthesize_every_accent_speaks():
     (dict(digits="1", words_per_minute=500), "words_per_minute must be an integer in 80..450"),
     (dict(digits="1", words_per_minute=175.5), "words_per_minute must be an integer"),
     (dict(digits="1", pitch=-1), "pitch must be an integer >= 0"),
-    (dict(digits="1", pitch=100), "pitch must be an integer in 0..99"),
+    (dict(digits="1", pitch=101), "pitch must be an integer in 0..100"),
 ])
 def test_synthesize_bad_input(kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -67,9 +67,17 @@ def test_missing_library_says_how_to_install(monkeypatch):
 def test_voice_variants_and_split():
     v = voice_variants()
     assert len(v) > 50 and {"m1", "f3", "croak", "whisper"} <= set(v) and list(v) == sorted(v)
+    families = voice_families()
+    assert sorted(x for f in families.values() for x in f) == list(v)
+    assert families["robosoft"] == ["robosoft"] + [f"robosoft{i}" for i in range(2, 9)]
+    assert families["andy"] == ["Andy", "AnxiousAndy"] and families["whisper"] == ["whisper", "whisperf"]
+    assert families["m"] == [f"m{i}" for i in range(1, 9)] and "max" not in families["m"]
     train, test = voice_split()
     assert not set(train) & set(test) and set(train) | set(test) == set(v)
-    assert len(test) == round(0.25 * len(v))
+    family_of = {x: f for f, xs in families.items() for x in xs}
+    assert not {family_of[x] for x in train} & {family_of[x] for x in test}
+    largest = max(map(len, families.values()))
+    assert round(0.25 * len(v)) <= len(test) < round(0.25 * len(v)) + largest
     assert voice_split() == (train, test) and voice_split(seed=1) != (train, test)
     for bad in [0, 1, 1.5, -0.1, "a"]:
         with pytest.raises(ValueError, match="test_fraction"):
@@ -111,7 +119,10 @@ def test_utterance_features():
     with pytest.raises(ValueError, match="waves is empty"):
         utterance_features([])
     with pytest.raises(ValueError, match=r"waves\[1\] has shape"):
-        utterance_features([waves[0], np.zeros(100)])
+        utterance_features([waves[0], np.ones(MIN_SAMPLES - 1)])
+    assert utterance_features([waves[0][:MIN_SAMPLES]])[0].shape == (1, N_FEATURES)  # the shortest: one step
+    with pytest.raises(ValueError, match=r"waves\[0\] is silent"):
+        utterance_features([np.zeros(5000, np.int16)])
 
 
 def test_add_noise_snr():
@@ -136,12 +147,16 @@ def test_spoken_digits_is_seeded_and_cached(tmp_path):
     assert all(f.dtype == np.float16 and f.shape[1] == N_FEATURES for f in data.features)
     files = list((tmp_path / "speech").glob("spoken-digits-*.npz"))
     assert len(files) == 1
-    again = spoken_digits(12, test, seed=3, snr_db=(5.0, 20.0), max_digits=3, cache_dir=tmp_path)
+    with pytest.MonkeyPatch.context() as mp:  # the second time nothing is synthesised
+        mp.setattr(speech, "synthesize", lambda *a, **k: pytest.fail("synthesised again instead of reading the cache"))
+        again = spoken_digits(12, test, seed=3, snr_db=(5.0, 20.0), max_digits=3, cache_dir=tmp_path)
     assert again.digits == data.digits and again.voices == data.voices
     for a, b in zip(again.features, data.features): np.testing.assert_array_equal(a, b)
-    files[0].write_bytes(b"damaged")  # a damaged cache is made again
-    remade = spoken_digits(12, test, seed=3, snr_db=(5.0, 20.0), max_digits=3, cache_dir=tmp_path)
-    for a, b in zip(remade.features, data.features): np.testing.assert_array_equal(a, b)
+    good = files[0].read_bytes()
+    for damaged in [b"damaged", good[:len(good) // 2], good[:-40]]:  # a damaged cache is made again
+        files[0].write_bytes(damaged)
+        remade = spoken_digits(12, test, seed=3, snr_db=(5.0, 20.0), max_digits=3, cache_dir=tmp_path)
+        for a, b in zip(remade.features, data.features): np.testing.assert_array_equal(a, b)
     clean = spoken_digits(12, test, seed=3, max_digits=3, cache_dir=tmp_path)
     assert clean.digits == data.digits and np.all(np.isinf(clean.snr_db))  # noise never changes what is said
     assert len(list((tmp_path / "speech").glob("*.npz"))) == 2
@@ -222,7 +237,8 @@ def test_decoders_against_brute_force(seed):
     assert [v for _, v in full] == sorted((v for _, v in full), reverse=True)
     best = max(exact, key=exact.get)
     assert ctc_prefix_beam_search(lp, beam_width=len(exact))[0][0] == best
-    assert ctc_greedy_decode(lp) == ctc_collapse(np.argmax(lp, 1))
+    for width in (1, 2, 3):  # a pruned search keeps fewer paths: its scores are lower bounds of the exact ones
+        for y, v in ctc_prefix_beam_search(lp, width): assert v <= exact[y] + 1e-12
     paths = {}
     for path in np.ndindex(*(3,) * 6):  # the greedy labelling is that of the single most probable path
         paths[path] = lp[np.arange(6), path].sum()
@@ -238,10 +254,27 @@ def test_greedy_is_not_always_the_best_labelling():
 
 @pytest.mark.parametrize("fn", [ctc_greedy_decode, ctc_brute_force, ctc_prefix_beam_search,
                                 lambda lp: ctc_log_likelihood(lp, [1])])
-@pytest.mark.parametrize("bad", [np.zeros(3), np.zeros((0, 3)), np.zeros((2, 1)), np.full((2, 3), np.nan)])
+@pytest.mark.parametrize("bad", [np.zeros(3), np.zeros((0, 3)), np.zeros((2, 1)), np.full((2, 3), np.nan),
+                                 np.full((2, 3), np.inf)])
 def test_decoders_bad_input(fn, bad):
-    with pytest.raises(ValueError, match="log_probs must be a finite"):
+    with pytest.raises(ValueError, match="log_probs must be a"):
         fn(bad)
+
+
+def test_impossible_symbols_are_allowed():
+    with np.errstate(divide="ignore"):
+        lp = np.log([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])  # log 0 = -inf: certain steps
+        assert ctc_greedy_decode(lp) == (1,)
+        assert ctc_prefix_beam_search(lp, 2) == [((1,), 0.0)]
+        assert ctc_log_likelihood(lp, [1]) == 0.0 and ctc_log_likelihood(lp, [1, 1]) == -math.inf
+
+
+@pytest.mark.parametrize("fn", [ctc_greedy_decode, ctc_brute_force, ctc_prefix_beam_search,
+                                lambda lp, blank: ctc_log_likelihood(lp, [1], blank)])
+@pytest.mark.parametrize("blank", [-1, 3, 1.0, True])
+def test_blank_must_be_a_symbol(fn, blank):
+    with pytest.raises(ValueError, match=r"blank must be a symbol in \[0, 3\)"):
+        fn(np.log(np.full((2, 3), 1 / 3)), blank=blank)
 
 
 def test_ctc_other_errors():

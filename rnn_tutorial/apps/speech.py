@@ -4,13 +4,13 @@
 
 # %% auto #0
 __all__ = ['tf', 'keras', 'SAMPLE_RATE', 'DIGIT_WORDS', 'ACCENTS', 'FRAME_LENGTH', 'FRAME_STEP', 'N_MELS', 'STACK', 'FLOOR_DB',
-           'N_FEATURES', 'BLANK', 'SYMBOLS', 'ESpeakError', 'espeak_version', 'voice_variants', 'digits_text',
-           'synthesize', 'log_mel', 'utterance_features', 'voice_split', 'SpokenDigits', 'add_noise', 'spoken_digits',
-           'ctc_collapse', 'ctc_brute_force', 'ctc_log_likelihood', 'ctc_greedy_decode', 'ctc_prefix_beam_search',
-           'acoustic_model', 'ctc_batch', 'train_ctc', 'ctc_log_probs', 'transcribe', 'edit_distance',
-           'digit_error_rate']
+           'MIN_SAMPLES', 'N_FEATURES', 'BLANK', 'SYMBOLS', 'ESpeakError', 'espeak_version', 'voice_variants',
+           'digits_text', 'synthesize', 'log_mel', 'utterance_features', 'voice_families', 'voice_split',
+           'SpokenDigits', 'add_noise', 'spoken_digits', 'ctc_collapse', 'ctc_brute_force', 'ctc_log_likelihood',
+           'ctc_greedy_decode', 'ctc_prefix_beam_search', 'acoustic_model', 'ctc_batch', 'train_ctc', 'ctc_log_probs',
+           'transcribe', 'edit_distance', 'digit_error_rate']
 
-# %% ../../nbs/12_speech.ipynb #4c1c6eb2
+# %% ../../nbs/12_speech.ipynb #3693942a
 import contextlib
 import ctypes
 import dataclasses
@@ -21,6 +21,8 @@ import json
 import math
 import os
 import threading
+import warnings
+import zipfile
 from collections import defaultdict
 from pathlib import Path
 
@@ -31,7 +33,7 @@ from ..tf_rnn import import_tensorflow, quiet_stderr
 
 tf, keras = import_tensorflow()
 
-# %% ../../nbs/12_speech.ipynb #05d0ddf6
+# %% ../../nbs/12_speech.ipynb #2f9c0e56
 SAMPLE_RATE = 22050  # eSpeak NG's output rate, checked when the library loads
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 ACCENTS = ("en", "en-us", "en-gb-scotland", "en-gb-x-rp", "en-029", "en-gb-x-gbclan", "en-gb-x-gbcwmd", "en-us-nyc")
@@ -57,6 +59,9 @@ def _espeak() -> dict:
     version = lib.espeak_Info(None).decode()
     _unload(lib)  # only a library loaded by no one else is truly reset by `_fresh_espeak`
     _ESPEAK = dict(paths, version=version, variants=tuple(sorted(os.listdir(Path(paths["data"])/"voices"/"!v"))))
+    if not np.array_equal(synthesize("7"), synthesize("7")):  # the library was not unloaded: something else holds it
+        warnings.warn("eSpeak NG is held loaded by another part of this process, so its state is not reset between "
+                      "utterances: the same request can give slightly different samples")
     return _ESPEAK
 
 def _unload(lib):
@@ -83,7 +88,8 @@ def _fresh_espeak(chunks:list):
         callback = _AUDIO(on_audio)
         lib.espeak_SetSynthCallback(callback)
         lib.espeak_ng_SetRandSeed(0)
-        ctypes.CDLL(None).srand(0)  # breathy voices draw their noise from libc's rand()
+        with contextlib.suppress(OSError, TypeError, AttributeError):  # where the C library cannot be found this way
+            ctypes.CDLL(None).srand(0)  # breathy voices draw their noise from libc's rand()
         yield lib
     finally:
         lib.espeak_Terminate()
@@ -97,7 +103,7 @@ def voice_variants() -> tuple[str, ...]:
     "Names of eSpeak NG's voice variants (`m1`, `f3`, `croak`, ...), sorted"
     return _espeak()["variants"]
 
-# %% ../../nbs/12_speech.ipynb #750d03ac
+# %% ../../nbs/12_speech.ipynb #c575c01c
 def digits_text(
     digits:str, # a non-empty string of the characters 0-9
 ) -> str: # the words, e.g. "three one four"
@@ -111,9 +117,9 @@ def synthesize(
     accent:str="en", # one of `ACCENTS`
     variant:str|None=None, # one of `voice_variants()`, or None for the accent's plain voice
     words_per_minute:int=175, # speed, 80-450
-    pitch:int=50, # 0-99
+    pitch:int=50, # 0-100, 50 is the voice's own
 ) -> np.ndarray: # int16 samples at `SAMPLE_RATE`
-    "Speak `digits` with eSpeak NG; return the waveform"
+    "Speak `digits` with eSpeak NG in a freshly loaded library (and libc's `rand` seeded): the same request, the same samples"
     text = digits_text(digits)
     if accent not in ACCENTS: raise ValueError(f"accent must be one of {ACCENTS}, got {accent!r}")
     es = _espeak()
@@ -121,7 +127,7 @@ def synthesize(
         raise ValueError(f"variant must be None or one of the {len(es['variants'])} names of voice_variants(), got {variant!r}")
     words_per_minute, pitch = check_int("words_per_minute", words_per_minute, 80), check_int("pitch", pitch, 0)
     if words_per_minute > 450: raise ValueError(f"words_per_minute must be an integer in 80..450, got {words_per_minute}")
-    if pitch > 99: raise ValueError(f"pitch must be an integer in 0..99, got {pitch}")
+    if pitch > 100: raise ValueError(f"pitch must be an integer in 0..100, got {pitch}")
     name, chunks = accent if variant is None else f"{accent}+{variant}", []
     with _ESPEAK_LOCK, _fresh_espeak(chunks) as lib:
         if lib.espeak_SetVoiceByName(name.encode()): raise ESpeakError(f"eSpeak NG refused the voice {name!r}")
@@ -134,9 +140,10 @@ def synthesize(
     if err or not wav.size: raise ESpeakError(f"espeak_Synth failed (error {err}) for {text!r} in voice {name!r}")
     return wav
 
-# %% ../../nbs/12_speech.ipynb #cf5a4660
+# %% ../../nbs/12_speech.ipynb #19509474
 FRAME_LENGTH, FRAME_STEP, N_MELS, STACK = 512, 256, 40, 3  # samples, samples, mel bands, frames per model step
 FLOOR_DB = 50  # features are floored this many dB below the utterance's loudest mel energy
+MIN_SAMPLES = FRAME_LENGTH + (STACK - 1) * FRAME_STEP  # the shortest waveform that makes one model step
 N_FEATURES = N_MELS * STACK  # numbers per model input step
 
 def log_mel(
@@ -154,17 +161,18 @@ def log_mel(
     mel = tf.signal.linear_to_mel_weight_matrix(check_int("n_mels", n_mels), FRAME_LENGTH // 2 + 1, SAMPLE_RATE, fmin, fmax)
     return tf.math.log(tf.tensordot(power, mel, 1) + 1e-6).numpy()
 
-# %% ../../nbs/12_speech.ipynb #f350f554
+# %% ../../nbs/12_speech.ipynb #1f5f5b05
 def utterance_features(
-    waves:list, # int16 or float waveforms at `SAMPLE_RATE`, any lengths >= `FRAME_LENGTH`
+    waves:list, # int16 or float waveforms at `SAMPLE_RATE`, not silent, each at least `MIN_SAMPLES` long
     batch_size:int=64, # waveforms per `tf.signal` call
 ) -> list: # float32 arrays (steps, `N_FEATURES`): normalised log-mel, `STACK` frames per step
     "Model inputs for `waves`: log-mel spectrograms floored `FLOOR_DB` below their peak, normalised per utterance and band, `STACK` frames stacked per step"
     if not len(waves): raise ValueError("waves is empty: expected at least one waveform")
     waves = [np.asarray(w, np.float32) / (32768 if np.asarray(w).dtype == np.int16 else 1) for w in waves]
     for i, w in enumerate(waves):
-        if w.ndim != 1 or len(w) < FRAME_LENGTH * 2:
-            raise ValueError(f"waves[{i}] has shape {w.shape}: expected one channel of at least {2 * FRAME_LENGTH} samples")
+        if w.ndim != 1 or len(w) < MIN_SAMPLES:
+            raise ValueError(f"waves[{i}] has shape {w.shape}: expected one channel of at least {MIN_SAMPLES} samples")
+        if not np.all(np.isfinite(w)) or not np.any(w): raise ValueError(f"waves[{i}] is silent or not finite: nothing to hear")
     out = [None] * len(waves)
     for idx in bucket_by_length([len(w) for w in waves], check_int("batch_size", batch_size), shuffle=False):
         padded, _ = pad_sequences([waves[i] for i in idx])
@@ -173,22 +181,39 @@ def utterance_features(
             s = s[:1 + (len(waves[i]) - FRAME_LENGTH) // FRAME_STEP]
             s = np.maximum(s, s.max() - FLOOR_DB * math.log(10) / 10)
             s = (s - s.mean(0)) / (s.std(0) + 1e-5)
-            steps = max(1, len(s) // STACK)
-            out[i] = np.pad(s, ((0, max(0, STACK - len(s))), (0, 0)))[:steps * STACK].reshape(steps, N_FEATURES)
+            steps = len(s) // STACK
+            out[i] = s[:steps * STACK].reshape(steps, N_FEATURES)
     return out
 
-# %% ../../nbs/12_speech.ipynb #f0b0d806
+# %% ../../nbs/12_speech.ipynb #b22920f1
+def voice_families(
+    variants:tuple|None=None, # variant names; default `voice_variants()`
+) -> dict: # family name -> sorted variants
+    "Group related voice variants: same name without digits and case, or one name (4+ letters) starting or ending another"
+    variants = voice_variants() if variants is None else variants
+    key = {v: v.lower().rstrip("0123456789") for v in variants}
+    families = {}
+    for v in sorted(variants, key=lambda v: (len(key[v]), v)):  # shorter names first: they become the roots
+        k = key[v]
+        root = next((r for r in families if k == r or (len(r) >= 4 and (k.startswith(r) or k.endswith(r)))), k)
+        families.setdefault(root, []).append(v)
+    return {r: sorted(vs) for r, vs in families.items()}
+
 def voice_split(
-    test_fraction:float=0.25, # share of the variants kept for testing
+    test_fraction:float=0.25, # share of the variants to hold out (whole families, so a little more at most)
     seed:int=0, # seed of the split
-) -> tuple[tuple[str, ...], tuple[str, ...]]: # training variants, test variants: disjoint and sorted
-    "Split eSpeak NG's voice variants into a training group and a held-out test group"
-    v = voice_variants()
+) -> tuple[tuple[str, ...], tuple[str, ...]]: # training variants, test variants: disjoint, sorted, no family in both
+    "Split eSpeak NG's voice variants, family by family, into a training group and a held-out test group"
+    families = list(voice_families().values())
+    n_all = sum(map(len, families))
     test_fraction = check_number("test_fraction", test_fraction)
-    n_test = round(len(v) * test_fraction)
-    if not 1 <= n_test < len(v): raise ValueError(f"test_fraction must leave at least one variant in each group, got {test_fraction}")
-    perm = np.random.default_rng(check_int("seed", seed, 0)).permutation(len(v))
-    return tuple(sorted(v[i] for i in perm[n_test:])), tuple(sorted(v[i] for i in perm[:n_test]))
+    if not 1 <= round(n_all * test_fraction) < n_all - 1:
+        raise ValueError(f"test_fraction must leave at least one variant in each group, got {test_fraction}")
+    test = []
+    for i in np.random.default_rng(check_int("seed", seed, 0)).permutation(len(families)):
+        if len(test) >= round(n_all * test_fraction): break
+        test += families[i]
+    return tuple(sorted(set(voice_variants()) - set(test))), tuple(sorted(test))
 
 @dataclasses.dataclass
 class SpokenDigits:
@@ -245,7 +270,7 @@ def spoken_digits(
             with np.load(path, allow_pickle=False) as z:
                 ends = np.cumsum(z["lengths"])
                 return SpokenDigits(np.split(z["features"], ends[:-1]), z["digits"].tolist(), z["voices"].tolist(), z["snr_db"])
-        except (OSError, KeyError, ValueError): pass  # damaged: make it again
+        except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile): pass  # damaged: make it again
     rows = _draw_utterances(n, variants, seed, max_digits)
     noise_rng = np.random.default_rng([seed, 1])
     snrs = np.full(n, np.inf) if snr_db is None else noise_rng.uniform(*snr_db, size=n)
@@ -259,7 +284,7 @@ def spoken_digits(
     atomic_write(path, buf.getvalue())
     return data
 
-# %% ../../nbs/12_speech.ipynb #51f75d19
+# %% ../../nbs/12_speech.ipynb #f08ca924
 BLANK = 0  # class 0 is the blank; class k >= 1 is the digit k - 1
 SYMBOLS = "_0123456789"  # how each class is printed
 
@@ -274,11 +299,14 @@ def ctc_collapse(
         prev = s
     return tuple(out)
 
-# %% ../../nbs/12_speech.ipynb #6604a8b4
-def _check_log_probs(log_probs):
+# %% ../../nbs/12_speech.ipynb #94d05b69
+def _check_log_probs(log_probs, blank):
     lp = np.asarray(log_probs, np.float64)
-    if lp.ndim != 2 or lp.shape[0] < 1 or lp.shape[1] < 2 or not np.isfinite(lp).all():
-        raise ValueError(f"log_probs must be a finite (steps, symbols) array with steps >= 1 and symbols >= 2, got shape {lp.shape}")
+    if lp.ndim != 2 or lp.shape[0] < 1 or lp.shape[1] < 2 or np.isnan(lp).any() or (lp == np.inf).any():
+        raise ValueError(f"log_probs must be a (steps, symbols) array with steps >= 1, symbols >= 2, no NaN and no +inf, "
+                         f"got shape {lp.shape}")
+    if isinstance(blank, bool) or not isinstance(blank, (int, np.integer)) or not 0 <= blank < lp.shape[1]:
+        raise ValueError(f"blank must be a symbol in [0, {lp.shape[1]}), got {blank!r}")
     return lp
 
 def ctc_brute_force(
@@ -286,7 +314,7 @@ def ctc_brute_force(
     blank:int=BLANK, # the blank symbol
 ) -> dict: # labelling (tuple) -> log p(labelling), over every labelling some path reaches
     "Exact CTC probabilities of all labellings, by listing all symbols**steps paths: for tiny cases and tests"
-    lp = _check_log_probs(log_probs)
+    lp = _check_log_probs(log_probs, blank)
     T, K = lp.shape
     if K ** T > 2_000_000: raise ValueError(f"log_probs of shape {lp.shape} has {K}**{T} paths: too many to list (at most 2,000,000)")
     totals = defaultdict(lambda: -np.inf)
@@ -295,14 +323,14 @@ def ctc_brute_force(
         totals[y] = np.logaddexp(totals[y], lp[np.arange(T), path].sum())
     return dict(totals)
 
-# %% ../../nbs/12_speech.ipynb #98a1d9dd
+# %% ../../nbs/12_speech.ipynb #ac636886
 def ctc_log_likelihood(
     log_probs:np.ndarray, # (steps, symbols) log-probabilities of each step's symbol
     labels, # the labelling, without blanks
     blank:int=BLANK, # the blank symbol
 ) -> float: # log p(labels | input); -inf if no path of this length can spell it
     "log p(labels) under CTC, by the forward algorithm over the alignment lattice"
-    lp = _check_log_probs(log_probs)
+    lp = _check_log_probs(log_probs, blank)
     labels = [int(l) for l in labels]
     if any(l == blank or not 0 <= l < lp.shape[1] for l in labels):
         raise ValueError(f"labels must be symbols in [0, {lp.shape[1]}) other than the blank {blank}, got {labels}")
@@ -319,15 +347,15 @@ def ctc_log_likelihood(
         alpha = prev + lp[t, ext]
     return float(np.logaddexp(alpha[-1], alpha[-2]) if len(ext) > 1 else alpha[-1])
 
-# %% ../../nbs/12_speech.ipynb #536645dd
+# %% ../../nbs/12_speech.ipynb #edd2be1e
 def ctc_greedy_decode(
     log_probs:np.ndarray, # (steps, symbols) log-probabilities (or any scores) per step
     blank:int=BLANK, # the blank symbol
 ) -> tuple: # the labelling of the best path
     "Best-path decoding: the most probable symbol at each step, collapsed"
-    return ctc_collapse(np.argmax(_check_log_probs(log_probs), axis=1).tolist(), blank)
+    return ctc_collapse(np.argmax(_check_log_probs(log_probs, blank), axis=1).tolist(), blank)
 
-# %% ../../nbs/12_speech.ipynb #a3db4680
+# %% ../../nbs/12_speech.ipynb #117ef235
 def _logadd(a:float, b:float) -> float:
     if a == -math.inf: return b
     if b == -math.inf: return a
@@ -339,7 +367,7 @@ def ctc_prefix_beam_search(
     blank:int=BLANK, # the blank symbol
 ) -> list: # (labelling, log p(labelling)) pairs, most probable first
     "Prefix beam search over CTC labellings"
-    lp = _check_log_probs(log_probs).tolist()
+    lp = _check_log_probs(log_probs, blank).tolist()
     if beam_width is not None: beam_width = check_int("beam_width", beam_width)
     symbols = [k for k in range(len(lp[0])) if k != blank]
     beams = {(): (0.0, -math.inf)}  # prefix -> (log p ending in blank, log p ending in its last label)
@@ -360,7 +388,7 @@ def ctc_prefix_beam_search(
         beams = dict(ranked if beam_width is None else ranked[:beam_width])
     return sorted(((p, _logadd(*v)) for p, v in beams.items()), key=lambda pv: -pv[1])
 
-# %% ../../nbs/12_speech.ipynb #9187ca5b
+# %% ../../nbs/12_speech.ipynb #f3eb04df
 def acoustic_model(
     units:int=64, # GRU units per direction (the baseline's dense layers have 2 * units)
     n_layers:int=2, # recurrent (or dense) layers
@@ -376,7 +404,7 @@ def acoustic_model(
     outputs = keras.layers.Dense(len(SYMBOLS), name="logits")(x)
     return keras.Model(inputs, outputs, name="acoustic_model" if recurrent else "framewise_model")
 
-# %% ../../nbs/12_speech.ipynb #449a7d74
+# %% ../../nbs/12_speech.ipynb #fd9a5063
 def ctc_batch(
     data:SpokenDigits, # utterances
     idx, # indices of the batch's utterances
@@ -415,7 +443,7 @@ def train_ctc(
             history.append(float(np.mean(losses)))
     return history
 
-# %% ../../nbs/12_speech.ipynb #a41f4550
+# %% ../../nbs/12_speech.ipynb #95974f3c
 def ctc_log_probs(
     model:keras.Model, # a trained `acoustic_model`
     features:list, # model inputs (steps, `N_FEATURES`), e.g. `SpokenDigits.features`
@@ -440,7 +468,7 @@ def transcribe(
     decode = ctc_greedy_decode if beam_width is None else lambda lp: ctc_prefix_beam_search(lp, beam_width)[0][0]
     return ["".join(SYMBOLS[k] for k in decode(lp)) for lp in ctc_log_probs(model, features)]
 
-# %% ../../nbs/12_speech.ipynb #92240ce0
+# %% ../../nbs/12_speech.ipynb #0112c03c
 def edit_distance(
     reference:str, # the true sequence
     hypothesis:str, # the transcript
