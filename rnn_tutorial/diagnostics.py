@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import adding_problem, copy_memory, copy_memory_baseline
+from .data import adding_problem, check_int, copy_memory, copy_memory_baseline
 from .numpy_gated import gru_backward, gru_forward, lstm_backward, lstm_forward
-from .numpy_rnn import check_size, float_dtype, get_activation, orthogonal, rnn_backward, rnn_forward
+from .numpy_rnn import float_dtype, get_activation, orthogonal, rnn_backward, rnn_forward
 from .numpy_train import clip_by_global_norm, clip_by_value, global_norm
 
 _all_ = ["clip_by_global_norm", "clip_by_value", "global_norm"]  # chapter 02's clipping, re-exported: one way to clip
@@ -59,7 +59,7 @@ def init_recurrent_kernel(
     scale:float=1.0, # multiplies the matrix
 )->np.ndarray:
     "An (n, n) recurrent kernel: `scale` times a random orthogonal matrix, the identity, or a Gaussian matrix with entries N(0, 1/n)."
-    check_size("n", n); dtype = float_dtype(dtype)
+    n = check_int("n", n); dtype = float_dtype(dtype)
     rng = np.random.default_rng(seed)
     if kind == "orthogonal": W = orthogonal(rng, n, np.float64)
     elif kind == "identity": W = np.eye(n)

@@ -8,7 +8,8 @@ __all__ = ['init_lstm_params', 'lstm_forward', 'lstm_backward', 'init_gru_params
 # %% ../nbs/03_gated_numpy.ipynb #46837a95
 import numpy as np
 
-from .numpy_rnn import (RecurrentLayer, check_array, check_inputs, check_size, flatten_tree, float_dtype,
+from .data import check_int
+from .numpy_rnn import (RecurrentLayer, check_array, check_inputs, flatten_tree, float_dtype,
                                     glorot_uniform, input_grads, input_projection, orthogonal, time_major)
 
 # %% ../nbs/03_gated_numpy.ipynb #4823cd48
@@ -24,7 +25,7 @@ def init_lstm_params(
     unit_forget_bias:bool=True, # initialise the forget gate's bias to 1, as Keras does by default
 )->dict:
     "Keras-default LSTM parameters: `kernel` (D, 4H), `recurrent_kernel` (H, 4H), `bias` (4H,), gates i, f, c, o."
-    check_size("input_dim", input_dim); check_size("units", units); dtype = float_dtype(dtype)
+    input_dim, units = check_int("input_dim", input_dim), check_int("units", units); dtype = float_dtype(dtype)
     rng = np.random.default_rng(seed)
     bias = np.zeros(4 * units, dtype)
     if unit_forget_bias: bias[units:2 * units] = 1
@@ -131,7 +132,7 @@ def init_gru_params(
     dtype="float32", # dtype of every array
 )->dict:
     "Keras-default GRU parameters (`reset_after=True`): `kernel` (D, 3H), `recurrent_kernel` (H, 3H), `bias` (2, 3H)."
-    check_size("input_dim", input_dim); check_size("units", units); dtype = float_dtype(dtype)
+    input_dim, units = check_int("input_dim", input_dim), check_int("units", units); dtype = float_dtype(dtype)
     rng = np.random.default_rng(seed)
     return {"kernel": glorot_uniform(rng, input_dim, 3 * units, dtype),
             "recurrent_kernel": _recurrent_init(rng, units, 3, dtype), "bias": np.zeros((2, 3 * units), dtype)}
@@ -212,7 +213,7 @@ class LSTM(RecurrentLayer):
                  dtype="float32", # dtype of the weights, hence of the computation
                  unit_forget_bias:bool=True, # initialise the forget gate's bias to 1
                 ):
-        check_size("units", units)
+        units = check_int("units", units)
         self.units, self.return_sequences, self.seed = units, bool(return_sequences), seed
         self.dtype, self.unit_forget_bias, self.params = float_dtype(dtype), bool(unit_forget_bias), None
 
@@ -248,7 +249,7 @@ class GRU(RecurrentLayer):
                  seed:int=0, # seed of the initial weights
                  dtype="float32", # dtype of the weights, hence of the computation
                 ):
-        check_size("units", units)
+        units = check_int("units", units)
         self.units, self.return_sequences, self.seed = units, bool(return_sequences), seed
         self.dtype, self.params = float_dtype(dtype), None
 

@@ -227,9 +227,9 @@ LP, GP = init_lstm_params(3, 4, dtype="float64"), init_gru_params(3, 4, dtype="f
     (lambda: gru_backward(None, gru_forward(np.zeros((2, 5, 3)), GP)[1], dh_last=np.zeros((2, 5))), r"dh_last must have shape"),
     (lambda: LSTM(4).forward(np.zeros((2, 5, 3)), np.zeros((2, 4))), r"pair \(h0, c0\)"),
     (lambda: GRU(4).forward(np.zeros((2, 5), int)), r"call build\(vocab_size\)"),
-    (lambda: LSTM(0), "units must be a positive integer"),
+    (lambda: LSTM(0), "units must be an integer >= 1"),
     (lambda: GRU(4, dtype="int32"), "dtype must be a floating-point dtype"),
-    (lambda: init_lstm_params(0, 4), "input_dim must be a positive integer"),
+    (lambda: init_lstm_params(0, 4), "input_dim must be an integer >= 1"),
     (lambda: LSTM(3).count_params(), "not built yet"),
 ])
 def test_bad_input(call, match):
