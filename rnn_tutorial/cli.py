@@ -278,11 +278,7 @@ class _TFRun:
 
     def train_step(self) -> float:
         "One window, as `numpy_train.Trainer.train_step`; returns the loss in nats"
-        if self.k == len(self.batches):  # new epoch: new cut points, fresh state
-            self.epoch, self.k, self.state = self.epoch + 1, 0, None
-            self.offset = int(self.rng.integers(0, self.seq_len))
-            self.batches = TBPTTBatches(self.train_ids, self.batch_size, self.seq_len, self.offset)
-        x, y = self.batches[self.k]
+        x, y = nt.next_window(self)
         loss, norm, state = self.train_fn(x, y, self.state)
         loss, norm = float(loss), float(norm)
         if not (math.isfinite(loss) and math.isfinite(norm)):

@@ -27,8 +27,8 @@ from .numpy_rnn import (SimpleRNN, dense_backward, dense_forward, flatten_tree, 
 __all__ = ['OPTIMIZERS', 'CHECKPOINT_FORMAT', 'CHECKPOINT_VERSION', 'MODEL_FORMAT', 'CharData', 'get_data', 'CharRNN',
            'init_model', 'final_state', 'forward', 'compute_loss', 'bits', 'backward', 'global_norm',
            'clip_by_global_norm', 'clip_by_value', 'Optimizer', 'SGD', 'Momentum', 'Adam', 'update', 'Evaluation',
-           'evaluate', 'ids_fingerprint', 'Trainer', 'train', 'save_checkpoint', 'read_checkpoint', 'load_checkpoint',
-           'predict', 'sample_next_id', 'sample', 'save_model', 'load_model']
+           'evaluate', 'ids_fingerprint', 'next_window', 'Trainer', 'train', 'save_checkpoint', 'read_checkpoint',
+           'load_checkpoint', 'predict', 'sample_next_id', 'sample', 'save_model', 'load_model']
 
 # %% ../nbs/02_training_numpy.ipynb #d50e9b60
 @dataclass(frozen=True)
@@ -324,6 +324,14 @@ def ids_fingerprint(ids:np.ndarray) -> str:
     "SHA-256 of ids as int32, to check a checkpoint is resumed on the same data"
     return hashlib.sha256(np.ascontiguousarray(ids, np.int32).tobytes()).hexdigest()
 
+def next_window(run) -> tuple:
+    "The next (x, y) window of a `Trainer` (or a run with the same fields); a new epoch draws new cut points and drops the carried state"
+    if run.k == len(run.batches):  # new epoch: new cut points, fresh state
+        run.epoch, run.k, run.state = run.epoch + 1, 0, None
+        run.offset = int(run.rng.integers(0, run.seq_len))
+        run.batches = TBPTTBatches(run.train_ids, run.batch_size, run.seq_len, run.offset)
+    return run.batches[run.k]
+
 class Trainer:
     "Truncated BPTT over a long text, with the hidden state carried from window to window; resumable exactly"
     def __init__(self,
@@ -354,11 +362,7 @@ class Trainer:
 
     def train_step(self) -> float:
         "One window: forward from the carried state, loss, backward, clip and update; returns the loss in nats"
-        if self.k == len(self.batches):  # new epoch: new cut points, fresh state
-            self.epoch, self.k, self.state = self.epoch + 1, 0, None
-            self.offset = int(self.rng.integers(0, self.seq_len))
-            self.batches = TBPTTBatches(self.train_ids, self.batch_size, self.seq_len, self.offset)
-        x, y = self.batches[self.k]
+        x, y = next_window(self)
         logits, cache, state = forward(self.model, x, self.state)   # step 3
         loss, dlogits = compute_loss(logits, y)                     # step 4
         grads = backward(self.model, dlogits, cache)                # step 5

@@ -8,9 +8,9 @@ __all__ = ['tf', 'keras', 'SAMPLE_RATE', 'DIGIT_WORDS', 'ACCENTS', 'FRAME_LENGTH
            'digits_text', 'synthesize', 'log_mel', 'utterance_features', 'voice_families', 'voice_split',
            'SpokenDigits', 'add_noise', 'spoken_digits', 'ctc_collapse', 'ctc_brute_force', 'ctc_log_likelihood',
            'ctc_greedy_decode', 'ctc_prefix_beam_search', 'acoustic_model', 'ctc_batch', 'train_ctc', 'ctc_log_probs',
-           'transcribe', 'edit_distance', 'digit_error_rate']
+           'ctc_decode', 'transcribe', 'edit_distance', 'digit_error_rate']
 
-# %% ../../nbs/12_speech.ipynb #3693942a
+# %% ../../nbs/12_speech.ipynb #5e08b1b1
 import contextlib
 import ctypes
 import dataclasses
@@ -33,7 +33,7 @@ from ..tf_rnn import import_tensorflow, quiet_stderr
 
 tf, keras = import_tensorflow()
 
-# %% ../../nbs/12_speech.ipynb #2f9c0e56
+# %% ../../nbs/12_speech.ipynb #da99d639
 SAMPLE_RATE = 22050  # eSpeak NG's output rate, checked when the library loads
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 ACCENTS = ("en", "en-us", "en-gb-scotland", "en-gb-x-rp", "en-029", "en-gb-x-gbclan", "en-gb-x-gbcwmd", "en-us-nyc")
@@ -103,7 +103,7 @@ def voice_variants() -> tuple[str, ...]:
     "Names of eSpeak NG's voice variants (`m1`, `f3`, `croak`, ...), sorted"
     return _espeak()["variants"]
 
-# %% ../../nbs/12_speech.ipynb #c575c01c
+# %% ../../nbs/12_speech.ipynb #3fbfec5c
 def digits_text(
     digits:str, # a non-empty string of the characters 0-9
 ) -> str: # the words, e.g. "three one four"
@@ -140,7 +140,7 @@ def synthesize(
     if err or not wav.size: raise ESpeakError(f"espeak_Synth failed (error {err}) for {text!r} in voice {name!r}")
     return wav
 
-# %% ../../nbs/12_speech.ipynb #19509474
+# %% ../../nbs/12_speech.ipynb #a953ca39
 FRAME_LENGTH, FRAME_STEP, N_MELS, STACK = 512, 256, 40, 3  # samples, samples, mel bands, frames per model step
 FLOOR_DB = 50  # features are floored this many dB below the utterance's loudest mel energy
 MIN_SAMPLES = FRAME_LENGTH + (STACK - 1) * FRAME_STEP  # the shortest waveform that makes one model step
@@ -161,14 +161,19 @@ def log_mel(
     mel = tf.signal.linear_to_mel_weight_matrix(check_int("n_mels", n_mels), FRAME_LENGTH // 2 + 1, SAMPLE_RATE, fmin, fmax)
     return tf.math.log(tf.tensordot(power, mel, 1) + 1e-6).numpy()
 
-# %% ../../nbs/12_speech.ipynb #1f5f5b05
+# %% ../../nbs/12_speech.ipynb #a741fb19
+def _to_float(wave) -> np.ndarray:
+    "float32 samples: int16 scaled to full scale 1, floats as they are"
+    wave = np.asarray(wave)
+    return wave.astype(np.float32) / (32768 if wave.dtype == np.int16 else 1)
+
 def utterance_features(
     waves:list, # int16 or float waveforms at `SAMPLE_RATE`, not silent, each at least `MIN_SAMPLES` long
     batch_size:int=64, # waveforms per `tf.signal` call
 ) -> list: # float32 arrays (steps, `N_FEATURES`): normalised log-mel, `STACK` frames per step
     "Model inputs for `waves`: log-mel spectrograms floored `FLOOR_DB` below their peak, normalised per utterance and band, `STACK` frames stacked per step"
     if not len(waves): raise ValueError("waves is empty: expected at least one waveform")
-    waves = [np.asarray(w, np.float32) / (32768 if np.asarray(w).dtype == np.int16 else 1) for w in waves]
+    waves = [_to_float(w) for w in waves]
     for i, w in enumerate(waves):
         if w.ndim != 1 or len(w) < MIN_SAMPLES:
             raise ValueError(f"waves[{i}] has shape {w.shape}: expected one channel of at least {MIN_SAMPLES} samples")
@@ -185,7 +190,7 @@ def utterance_features(
             out[i] = s[:steps * STACK].reshape(steps, N_FEATURES)
     return out
 
-# %% ../../nbs/12_speech.ipynb #b22920f1
+# %% ../../nbs/12_speech.ipynb #380d4d4a
 def voice_families(
     variants:tuple|None=None, # variant names; default `voice_variants()`
 ) -> dict: # family name -> sorted variants
@@ -238,7 +243,7 @@ def add_noise(
     rng:np.random.Generator, # source of the noise
 ) -> np.ndarray: # float32 waveform, full scale 1
     "`wave` plus white Gaussian noise at `snr_db`"
-    x = np.asarray(wave, np.float32) / (32768 if np.asarray(wave).dtype == np.int16 else 1)
+    x = _to_float(wave)
     noise_power = np.mean(x.astype(np.float64) ** 2) / 10 ** (snr_db / 10)
     return x + rng.standard_normal(x.size).astype(np.float32) * np.float32(math.sqrt(noise_power))
 
@@ -284,7 +289,7 @@ def spoken_digits(
     atomic_write(path, buf.getvalue())
     return data
 
-# %% ../../nbs/12_speech.ipynb #f08ca924
+# %% ../../nbs/12_speech.ipynb #2663d6ed
 BLANK = 0  # class 0 is the blank; class k >= 1 is the digit k - 1
 SYMBOLS = "_0123456789"  # how each class is printed
 
@@ -299,7 +304,7 @@ def ctc_collapse(
         prev = s
     return tuple(out)
 
-# %% ../../nbs/12_speech.ipynb #94d05b69
+# %% ../../nbs/12_speech.ipynb #22102a84
 def _check_log_probs(log_probs, blank):
     lp = np.asarray(log_probs, np.float64)
     if lp.ndim != 2 or lp.shape[0] < 1 or lp.shape[1] < 2 or np.isnan(lp).any() or (lp == np.inf).any():
@@ -323,7 +328,7 @@ def ctc_brute_force(
         totals[y] = np.logaddexp(totals[y], lp[np.arange(T), path].sum())
     return dict(totals)
 
-# %% ../../nbs/12_speech.ipynb #ac636886
+# %% ../../nbs/12_speech.ipynb #e5518ac0
 def ctc_log_likelihood(
     log_probs:np.ndarray, # (steps, symbols) log-probabilities of each step's symbol
     labels, # the labelling, without blanks
@@ -347,7 +352,7 @@ def ctc_log_likelihood(
         alpha = prev + lp[t, ext]
     return float(np.logaddexp(alpha[-1], alpha[-2]) if len(ext) > 1 else alpha[-1])
 
-# %% ../../nbs/12_speech.ipynb #edd2be1e
+# %% ../../nbs/12_speech.ipynb #2f5dab2d
 def ctc_greedy_decode(
     log_probs:np.ndarray, # (steps, symbols) log-probabilities (or any scores) per step
     blank:int=BLANK, # the blank symbol
@@ -355,7 +360,7 @@ def ctc_greedy_decode(
     "Best-path decoding: the most probable symbol at each step, collapsed"
     return ctc_collapse(np.argmax(_check_log_probs(log_probs, blank), axis=1).tolist(), blank)
 
-# %% ../../nbs/12_speech.ipynb #117ef235
+# %% ../../nbs/12_speech.ipynb #d11f770b
 def _logadd(a:float, b:float) -> float:
     if a == -math.inf: return b
     if b == -math.inf: return a
@@ -388,7 +393,7 @@ def ctc_prefix_beam_search(
         beams = dict(ranked if beam_width is None else ranked[:beam_width])
     return sorted(((p, _logadd(*v)) for p, v in beams.items()), key=lambda pv: -pv[1])
 
-# %% ../../nbs/12_speech.ipynb #f3eb04df
+# %% ../../nbs/12_speech.ipynb #5fcff845
 def acoustic_model(
     units:int=64, # GRU units per direction (the baseline's dense layers have 2 * units)
     n_layers:int=2, # recurrent (or dense) layers
@@ -404,7 +409,7 @@ def acoustic_model(
     outputs = keras.layers.Dense(len(SYMBOLS), name="logits")(x)
     return keras.Model(inputs, outputs, name="acoustic_model" if recurrent else "framewise_model")
 
-# %% ../../nbs/12_speech.ipynb #fd9a5063
+# %% ../../nbs/12_speech.ipynb #44f1d563
 def ctc_batch(
     data:SpokenDigits, # utterances
     idx, # indices of the batch's utterances
@@ -443,7 +448,7 @@ def train_ctc(
             history.append(float(np.mean(losses)))
     return history
 
-# %% ../../nbs/12_speech.ipynb #95974f3c
+# %% ../../nbs/12_speech.ipynb #39bf1106
 def ctc_log_probs(
     model:keras.Model, # a trained `acoustic_model`
     features:list, # model inputs (steps, `N_FEATURES`), e.g. `SpokenDigits.features`
@@ -459,16 +464,23 @@ def ctc_log_probs(
             for j, i in enumerate(idx): out[i] = lp[j, :mask[j].sum()]
     return out
 
+def ctc_decode(
+    log_probs:list, # (steps, 11) log-probabilities per utterance, as from `ctc_log_probs`
+    beam_width:int|None=None, # None: greedy decoding; else prefix beam search with this width
+) -> list: # digit strings
+    "The digits spelled by each utterance's most probable path (greedy) or labelling found by beam search"
+    decode = ctc_greedy_decode if beam_width is None else lambda lp: ctc_prefix_beam_search(lp, beam_width)[0][0]
+    return ["".join(SYMBOLS[k] for k in decode(lp)) for lp in log_probs]
+
 def transcribe(
     model:keras.Model, # a trained `acoustic_model`
     features:list, # model inputs, as for `ctc_log_probs`
     beam_width:int|None=None, # None: greedy decoding; else prefix beam search with this width
 ) -> list: # digit strings
     "The digits the model hears in each utterance"
-    decode = ctc_greedy_decode if beam_width is None else lambda lp: ctc_prefix_beam_search(lp, beam_width)[0][0]
-    return ["".join(SYMBOLS[k] for k in decode(lp)) for lp in ctc_log_probs(model, features)]
+    return ctc_decode(ctc_log_probs(model, features), beam_width)
 
-# %% ../../nbs/12_speech.ipynb #0112c03c
+# %% ../../nbs/12_speech.ipynb #1980a08c
 def edit_distance(
     reference:str, # the true sequence
     hypothesis:str, # the transcript
