@@ -47,7 +47,10 @@ setuptools.setup(
         "Topic :: Scientific/Engineering :: Artificial Intelligence",
     ]
     + [f"Programming Language :: Python :: {v}" for v in py_versions[py_versions.index(min_python):]],
-    packages=setuptools.find_packages(include=[cfg["lib_path"], cfg["lib_path"] + ".*"]),
+    # Namespace discovery lists data folders such as rnn_tutorial/results (no __init__.py) as packages too, so
+    # setuptools ships them on purpose rather than warning that a later version will leave them out.
+    packages=setuptools.find_namespace_packages(include=[cfg["lib_path"], cfg["lib_path"] + ".*"], exclude=["*.__pycache__"]),
+    package_data={cfg["lib_path"]: ["results/*.json"]},
     include_package_data=True,
     python_requires=">=" + min_python,
     install_requires=reqs("requirements"),
