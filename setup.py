@@ -17,7 +17,8 @@ if missing:
     raise SystemExit(f"settings.ini is missing {missing}")
 
 licenses = {"apache2": ("Apache Software License 2.0", "OSI Approved :: Apache Software License")}
-statuses = ["1 - Planning", "2 - Pre-Alpha", "3 - Alpha", "4 - Beta", "5 - Production/Stable", "6 - Mature", "7 - Inactive"]
+statuses = ["1 - Planning", "2 - Pre-Alpha", "3 - Alpha", "4 - Beta", "5 - Production/Stable", "6 - Mature",
+            "7 - Inactive"]
 py_versions = "3.10 3.11 3.12 3.13".split()
 min_python = cfg["min_python"]
 lic = licenses[cfg["license"].lower()]
@@ -49,7 +50,9 @@ setuptools.setup(
     + [f"Programming Language :: Python :: {v}" for v in py_versions[py_versions.index(min_python):]],
     # Namespace discovery lists data folders such as rnn_tutorial/results (no __init__.py) as packages too, so
     # setuptools ships them on purpose rather than warning that a later version will leave them out.
-    packages=setuptools.find_namespace_packages(include=[cfg["lib_path"], cfg["lib_path"] + ".*"], exclude=["*.__pycache__"]),
+    packages=setuptools.find_namespace_packages(
+        include=[cfg["lib_path"], cfg["lib_path"] + ".*"], exclude=["*.__pycache__"]
+    ),
     package_data={cfg["lib_path"]: ["results/*.json"]},
     include_package_data=True,
     python_requires=">=" + min_python,
