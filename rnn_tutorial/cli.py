@@ -22,7 +22,8 @@ import numpy as np
 
 from . import __version__
 from . import numpy_train as nt
-from .data import (CORPORA, TBPTTBatches, Vocab, atomic_write, load_corpus, read_text, split_text,
+from .persist import atomic_write
+from .data import (CORPORA, TBPTTBatches, Vocab, load_corpus, read_text, split_text,
                                uniform_bits_per_char, unigram_bits_per_char)
 from .numpy_gated import GRU, LSTM
 from .numpy_rnn import SimpleRNN, StackedRNN, flatten_tree, unflatten_tree
@@ -203,7 +204,7 @@ def load_model_dir(
 # %% ../nbs/21_cli.ipynb #715e8724
 def _tf():
     "`(tf, keras)` through `tf_rnn.import_tensorflow`, with deterministic ops"
-    from rnn_tutorial.tf_rnn import import_tensorflow, quiet_stderr
+    from rnn_tutorial.tf_setup import import_tensorflow, quiet_stderr
     tf, keras = import_tensorflow()
     with quiet_stderr(): tf.config.experimental.enable_op_determinism()
     return tf, keras
@@ -634,7 +635,7 @@ def cmd_evaluate(args) -> int:
 def cmd_info(args) -> int:
     "info: versions, devices, and what TensorFlow would use for training here"
     tf, keras = _tf()
-    from rnn_tutorial.tf_rnn import device_report
+    from rnn_tutorial.tf_setup import device_report
     rep = device_report()
     pol = rep["policy"]
     info = {"rnn_tutorial": __version__, "python": platform.python_version(), "numpy": np.__version__,

@@ -18,8 +18,10 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-from .data import (Corpus, TBPTTBatches, Vocab, atomic_write, check_ids, check_int, check_number, load_corpus,
+from .checks import check_ids, check_int, check_number
+from .data import (Corpus, TBPTTBatches, Vocab, load_corpus,
                                uniform_bits_per_char, unigram_bits_per_char)
+from .persist import atomic_write
 from .numpy_rnn import (SimpleRNN, dense_backward, dense_forward, flatten_tree, gradient_check,
                                     init_dense_params, softmax_cross_entropy, unflatten_tree)
 

@@ -6,7 +6,8 @@ import pytest
 
 from rnn_tutorial.apps.generation import beam_search, bits_per_char, complete, keras_step, sample_stream
 from rnn_tutorial.data import Vocab
-from rnn_tutorial.tf_rnn import CharModel, import_tensorflow
+from rnn_tutorial.tf_rnn import CharModel
+from rnn_tutorial.tf_setup import import_tensorflow
 
 tf, keras = import_tensorflow()
 

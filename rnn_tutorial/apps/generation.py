@@ -11,9 +11,10 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from ..data import TBPTTBatches, Vocab, check_ids, check_int, check_number
+from ..checks import check_ids, check_int, check_number
+from ..data import TBPTTBatches, Vocab
 from ..numpy_train import sample_next_id
-from ..tf_rnn import import_tensorflow
+from ..tf_setup import import_tensorflow
 
 tf, keras = import_tensorflow()
 
