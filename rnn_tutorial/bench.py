@@ -180,7 +180,8 @@ def make_step(
             update(model.params, backward(model, dlogits, cache), opt, clip_norm=clip_norm)
             return loss
         return step
-    from rnn_tutorial.tf_rnn import CharModel, TFAdam, TrainStep, import_tensorflow
+    from rnn_tutorial.tf_rnn import CharModel, TFAdam, TrainStep
+    from rnn_tutorial.tf_setup import import_tensorflow
     tf, keras = import_tensorflow()
     keras.utils.set_random_seed(seed)
     builtin = impl == "keras"
@@ -260,7 +261,7 @@ def machine_info(
             "cpu": cpu, "platform": platform.platform(), "python": platform.python_version(), "numpy": np.__version__,
             "blas": blas_info(), "load_average": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None}
     if with_tf:
-        from rnn_tutorial.tf_rnn import import_tensorflow
+        from rnn_tutorial.tf_setup import import_tensorflow
         tf, keras = import_tensorflow()
         info.update(tensorflow=tf.__version__, keras=keras.__version__,
                     devices=[d.name for d in tf.config.list_physical_devices()],
@@ -272,7 +273,7 @@ def _log(msg): print(msg, file=sys.stderr, flush=True)
 
 def _quiet_tf_logger():
     "Raise TensorFlow's Python logger to ERROR (each model traces its own step, which it would warn about); return (logger, old level)."
-    from rnn_tutorial.tf_rnn import import_tensorflow
+    from rnn_tutorial.tf_setup import import_tensorflow
     logger = import_tensorflow()[0].get_logger()
     old = logger.level
     logger.setLevel("ERROR")

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import adding_problem, check_int, copy_memory, copy_memory_baseline
+from .checks import check_int
+from .data import adding_problem, copy_memory, copy_memory_baseline
 from .numpy_gated import gru_backward, gru_forward, lstm_backward, lstm_forward
 from .numpy_rnn import float_dtype, get_activation, orthogonal, rnn_backward, rnn_forward
 from .numpy_train import clip_by_global_norm, clip_by_value, global_norm
@@ -197,7 +198,7 @@ def run_long_memory(
     command:str=LONG_MEMORY_COMMAND, # the command line recorded in the results
 )->dict: # the config, the command, versions and one record per (task, model, T)
     "Train each model on each long-memory task at each length with Keras's built-in layers; report held-out loss against the memoryless baseline."
-    from rnn_tutorial.tf_rnn import import_tensorflow  # here only: the rest of this module needs NumPy alone
+    from rnn_tutorial.tf_setup import import_tensorflow  # here only: the rest of this module needs NumPy alone
     tf, keras = import_tensorflow()
     tf.config.experimental.enable_op_determinism()
     config = dict(tasks=list(tasks), lengths=list(lengths), models=list(models), units=units, steps=steps,

@@ -8,8 +8,8 @@ __all__ = ['init_lstm_params', 'lstm_forward', 'lstm_backward', 'init_gru_params
 # %% ../nbs/03_gated_numpy.ipynb #46837a95
 import numpy as np
 
-from .data import check_int
-from .numpy_rnn import (RecurrentLayer, check_array, check_inputs, flatten_tree, float_dtype,
+from .checks import check_array, check_int
+from .numpy_rnn import (RecurrentLayer, check_inputs, flatten_tree, float_dtype,
                                     glorot_uniform, input_grads, input_projection, orthogonal, time_major)
 
 # %% ../nbs/03_gated_numpy.ipynb #4823cd48

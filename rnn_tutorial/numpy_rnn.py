@@ -17,7 +17,7 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-from .data import check_int
+from .checks import check_int
 
 # %% ../nbs/01_rnn_numpy.ipynb #ada29b17
 def check_array(
