@@ -1,4 +1,7 @@
-"Shared pytest set-up at the top level, so that it applies to the notebooks as well as to tests/: the paths the tests use, the per-notebook time budget, and how nbval reads cleaned notebooks."
+"""Shared pytest set-up at the top level, so that it applies to the notebooks as well as to tests/.
+
+The paths the tests use, the per-notebook time budget, and how nbval reads cleaned notebooks.
+"""
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -49,5 +52,6 @@ def pytest_collection_modifyitems(items):
     """
     for item in items:
         cell = getattr(item, "cell", None)
-        if item.nodeid.split("::", 1)[0].endswith(".ipynb") and cell is not None and cell.get("execution_count") is None:
+        in_notebook = item.nodeid.split("::", 1)[0].endswith(".ipynb")
+        if in_notebook and cell is not None and cell.get("execution_count") is None:
             cell["execution_count"] = 1

@@ -24,7 +24,8 @@ def _copy_project(dest: Path) -> Path:
 def _differences(a: Path, b: Path, pattern: str) -> list[str]:
     "Files matching `pattern` that differ between folders `a` and `b`, or exist in only one."
     names = {p.relative_to(a) for p in a.rglob(pattern)} | {p.relative_to(b) for p in b.rglob(pattern)}
-    return sorted(str(n) for n in names if not ((a / n).exists() and (b / n).exists() and filecmp.cmp(a / n, b / n, shallow=False)))
+    same = lambda n: (a / n).exists() and (b / n).exists() and filecmp.cmp(a / n, b / n, shallow=False)
+    return sorted(str(n) for n in names if not same(n))
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +37,8 @@ def test_package_matches_notebooks(project):
     "`nbdev_export` changes nothing under rnn_tutorial/: nobody edited the generated code by hand."
     subprocess.run([BIN / "nbdev_export"], cwd=project, check=True, capture_output=True)
     changed = _differences(ROOT / "rnn_tutorial", project / "rnn_tutorial", "*.py")
-    assert not changed, f"rnn_tutorial/ differs from what nbdev_export makes of nbs/: {changed}. Edit the notebook, then run nbdev_export."
+    assert not changed, (f"rnn_tutorial/ differs from what nbdev_export makes of nbs/: {changed}. "
+                         "Edit the notebook, then run nbdev_export.")
 
 
 def test_notebooks_are_clean(project):
