@@ -1,20 +1,22 @@
 """The docs site builds offline and every page works in a real browser.
 
-Quarto cannot be installed on our machines, so this renders the site the way DESIGN.md describes:
-the notebooks are processed as `nbdev_docs` processes them for Quarto (`nbdev.serve.proc_nbs`, after
-`refresh_quarto_yml` and `nbdev_sidebar`), then `smalldocs`, which reads the same `_quarto.yml`,
-renders the site. Links and images are checked on the HTML; then headless Chromium opens every
-page with KaTeX answered from a local copy and every other outside request blocked.
+Quarto cannot be installed on our machines, so the site is rendered by `tools/build_docs.py`, the
+command readers use too (this file imports it rather than repeating it): the notebooks are processed as
+`nbdev_docs` processes them for Quarto, `smalldocs` renders the site, the figures of `nbs/figures/` are
+copied and KaTeX is served from a copy inside the site. Links and images are checked on the HTML; every
+figure is checked as a file (well-formed SVG with a viewBox, nothing external); then headless Chromium
+opens every page with every outside request blocked: images must decode and maths must be typeset.
+A throwaway notebook with a markdown figure checks the whole way from a notebook to a page opened from
+disk, as a reader without a server opens the built site.
 """
 import functools
 import http.server
 import json
 import re
 import shutil
-import subprocess
 import sys
-import tarfile
 import threading
+import xml.etree.ElementTree as ET
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote, urljoin, urlparse
@@ -24,12 +26,17 @@ import pytest
 from _browser import chromium, chromium_path
 from conftest import ARTIFACTS, NBS, ROOT
 
-# Warnings smalldocs prints for Quarto settings it does not need; anything else fails the build.
-KNOWN_WARNINGS = (
-    "format commonmark is not built",
-    "format.html.keep-md is ignored",
-    "output-file is not read by smalldocs",
+sys.path.insert(0, str(ROOT / "tools"))
+import build_docs  # noqa: E402  (tools/ is not a package: the docs command is a script)
+
+FIGURES = NBS / "figures"
+# The figures the chapters use, by name: other files may come and go, these must stay.
+CONTRACT_FIGURES = (
+    "rnn_unrolled.svg", "io_patterns.svg", "stacked_bidirectional.svg", "bptt_graph.svg", "lstm_cell.svg",
+    "gru_cell.svg", "seq2seq_attention.svg", "beam_search_tree.svg", "ctc_lattice.svg",
 )
+SVG_NS = "{http://www.w3.org/2000/svg}"
+XLINK_HREF = "{http://www.w3.org/1999/xlink}href"
 
 
 def notebooks() -> list[Path]:
@@ -39,27 +46,9 @@ def notebooks() -> list[Path]:
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory) -> Path:
-    "Build the docs offline into a temporary folder and return the site's folder."
-    work = tmp_path_factory.mktemp("docs")
-    for name in ("settings.ini", "_quarto.yml"):
-        shutil.copy2(ROOT / name, work / name)
-    shutil.copytree(NBS, work / "nbs", symlinks=True, ignore=shutil.ignore_patterns(".ipynb_checkpoints", "_proc"))
-    shutil.copytree(ROOT / "rnn_tutorial", work / "rnn_tutorial", ignore=shutil.ignore_patterns("__pycache__"))
-    prep = (
-        "from nbdev.quarto import refresh_quarto_yml, nbdev_sidebar\n"
-        "from nbdev.serve import proc_nbs\n"
-        "refresh_quarto_yml(); nbdev_sidebar.__wrapped__(); print(proc_nbs(n_workers=0))\n"
-    )
-    proc = subprocess.run([sys.executable, "-c", prep], cwd=work, capture_output=True, text=True)
-    assert proc.returncode == 0, f"processing the notebooks for the docs failed:\n{proc.stdout}{proc.stderr}"
-    render = subprocess.run(
-        [sys.executable, "-m", "smalldocs.cli", "render", "_proc"], cwd=work, capture_output=True, text=True
-    )
-    assert render.returncode == 0, render.stdout + render.stderr
-    warnings = [w for w in render.stderr.splitlines() if w.startswith("warning:")]
-    unexpected = [w for w in warnings if not any(k in w for k in KNOWN_WARNINGS)]
-    assert not unexpected, f"the docs build warned: {unexpected}"
-    out = work / "_proc" / "_docs"
+    "Build the docs offline with the docs command's own code and return the site's folder."
+    tmp = tmp_path_factory.mktemp("docs")
+    out = build_docs.build(tmp / "site", work=tmp / "work", log=lambda *a: None)
     keep = ARTIFACTS / "site"  # a copy a person can open
     shutil.rmtree(keep, ignore_errors=True)
     shutil.copytree(out, keep)
@@ -141,25 +130,18 @@ def test_every_plot_is_on_its_page(site):
     "Each image a notebook's outputs hold appears as an image on its page."
     for nb in notebooks():
         expected = _image_outputs(nb)
-        shown = [s for s in _parse(site / f"{nb.stem}.html").images if s.startswith("data:image/") or s.endswith((".png", ".jpg", ".svg"))]
+        images = _parse(site / f"{nb.stem}.html").images
+        shown = [s for s in images if s.startswith("data:image/") or s.endswith((".png", ".jpg", ".svg"))]
         assert len(shown) >= expected, f"{nb.name}: {expected} plots in the notebook, {len(shown)} images on its page"
 
 
 # ---- the browser part -------------------------------------------------------------------------------------------
 
 def katex_dist(url: str) -> Path:
-    "A local copy of the KaTeX release that smalldocs links, fetched once with npm from the npm registry."
-    version = re.search(r"katex@([\d.]+)", url).group(1)
-    cache = ARTIFACTS / f"katex-{version}"
-    dist = cache / "package" / "dist"
-    if not (dist / "katex.min.js").exists():
-        npm = shutil.which("npm")
-        if npm is None:
-            pytest.skip(f"npm not found: it fetches KaTeX {version} from the npm registry for the offline maths check")
-        cache.mkdir(parents=True, exist_ok=True)
-        subprocess.run([npm, "pack", f"katex@{version}", "--pack-destination", str(cache)], check=True, capture_output=True)
-        with tarfile.open(cache / f"katex-{version}.tgz") as tar:
-            tar.extractall(cache, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
+    "The local copy of the KaTeX release that smalldocs links (the docs command's, fetched once with npm)."
+    dist = build_docs.katex_dist(url)
+    if dist is None:
+        pytest.skip(f"npm could not fetch KaTeX ({url}) for the offline maths check")
     return dist
 
 
@@ -226,9 +208,15 @@ def test_pages_in_chromium(site, server):
                 if n_math == 0 or n_err:
                     problems.append(f"{rel}: maths not rendered ({n_math} KaTeX nodes, {n_err} KaTeX errors)")
                 leftover = page.evaluate(
-                    r"""() => { const w = document.createTreeWalker(document.querySelector('main') || document.body, NodeFilter.SHOW_TEXT);
-                    let n, bad = []; while ((n = w.nextNode())) { if (n.parentElement.closest('pre, code, script, .katex')) continue;
-                    if (/\\\(|\\\[|\$\$/.test(n.textContent)) bad.push(n.textContent.slice(0, 60)); } return bad; }""")
+                    r"""() => {
+                    const w = document.createTreeWalker(document.querySelector('main') || document.body,
+                                                        NodeFilter.SHOW_TEXT);
+                    let n, bad = [];
+                    while ((n = w.nextNode())) {
+                      if (n.parentElement.closest('pre, code, script, .katex')) continue;
+                      if (/\\\(|\\\[|\$\$/.test(n.textContent)) bad.push(n.textContent.slice(0, 60));
+                    }
+                    return bad; }""")
                 if leftover:
                     problems.append(f"{rel}: TeX left untypeset: {leftover[:3]}")
             outside = set(blocked[n_blocked:])
@@ -240,3 +228,94 @@ def test_pages_in_chromium(site, server):
                 problems.append(f"{rel}: console error: {text[:200]}")
             page.screenshot(path=str(shots / f"docs-{rel.replace('/', '_')[:-5]}.png"), full_page=True)
     assert not problems, "\n".join(problems)
+
+
+# ---- figures ----------------------------------------------------------------------------------------------------
+
+def figure_files() -> list[Path]:
+    return sorted(FIGURES.glob("*.svg"))
+
+
+def test_contract_figures_exist():
+    "The figures the chapters name are all there."
+    missing = [n for n in CONTRACT_FIGURES if not (FIGURES / n).is_file()]
+    assert not missing, f"missing from nbs/figures/: {missing}"
+
+
+@pytest.mark.parametrize("svg", figure_files(), ids=lambda p: p.name)
+def test_figure_is_self_contained_svg(svg):
+    "Each figure is well-formed SVG with a usable viewBox, real text in a sans-serif font, and nothing external."
+    root = ET.parse(svg).getroot()  # raises on malformed XML
+    assert root.tag == f"{SVG_NS}svg", f"{svg.name}: the root element is {root.tag}, not svg"
+    box = root.get("viewBox", "").replace(",", " ").split()
+    assert len(box) == 4, f"{svg.name}: no viewBox"
+    width, height = float(box[2]), float(box[3])
+    assert width > 0 and height > 0, f"{svg.name}: empty viewBox {box}"
+    assert "sans-serif" in root.get("font-family", ""), f"{svg.name}: the root sets no sans-serif font-family"
+    texts = [e for e in root.iter() if e.tag == f"{SVG_NS}text"]
+    assert texts, f"{svg.name}: no <text> (labels must be text, not paths)"
+    external = []
+    for e in root.iter():
+        for attr in ("href", XLINK_HREF, "src"):
+            ref = e.get(attr)
+            if ref is not None and not ref.startswith("#"):
+                external.append(ref)
+        for value in e.attrib.values():
+            external += [u for u in re.findall(r"url\(([^)]*)\)", value) if not u.strip("'\" ").startswith("#")]
+        if e.tag in (f"{SVG_NS}image", f"{SVG_NS}foreignObject", f"{SVG_NS}script"):
+            external.append(e.tag)
+        if e.tag == f"{SVG_NS}style" and re.search(r"@import|@font-face|url\(", e.text or ""):
+            external.append("a stylesheet that loads something")
+    assert not external, f"{svg.name}: refers to something outside the file: {external}"
+
+
+def test_every_figure_reaches_the_site(site):
+    "The build copies every figure into the site, linked from a page or not yet."
+    missing = [p.name for p in figure_files() if not (site / "figures" / p.name).is_file()]
+    assert not missing, f"figures not in the built site: {missing}"
+
+
+def throwaway_project(root: Path) -> Path:
+    "A minimal copy of the project whose only notebook shows a figure in markdown, with maths beside it."
+    root.mkdir(parents=True)
+    for name in ("settings.ini", "_quarto.yml"):
+        shutil.copy2(ROOT / name, root / name)
+    (root / "nbs").mkdir()
+    shutil.copytree(FIGURES, root / "nbs" / "figures")
+    shutil.copy2(NBS / "styles.css", root / "nbs" / "styles.css")
+    (root / "nbs" / "_quarto.yml").symlink_to(Path("..") / "_quarto.yml")
+    shutil.copytree(ROOT / "rnn_tutorial", root / "rnn_tutorial", ignore=shutil.ignore_patterns("__pycache__"))
+    cells = [
+        {"cell_type": "markdown", "metadata": {}, "source": "# Figures\n\n> A throwaway page."},
+        {"cell_type": "markdown", "metadata": {},
+         "source": "![The vanilla RNN, unrolled](figures/rnn_unrolled.svg)\n\nThe state: $h_t = \\tanh(a_t)$."},
+    ]
+    nb = {"cells": cells, "nbformat": 4, "nbformat_minor": 5,
+          "metadata": {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"}}}
+    (root / "nbs" / "index.ipynb").write_text(json.dumps(nb), encoding="utf-8")
+    return root
+
+
+def test_markdown_figure_reaches_a_page_opened_from_disk(tmp_path):
+    "A notebook's `![caption](figures/x.svg)` becomes an image that loads, with maths typeset, from file://."
+    exe = chromium_path()
+    if exe is None:
+        pytest.skip("Chromium not found (install Debian's chromium, or set RNN_TUTORIAL_CHROMIUM)")
+    pytest.importorskip("playwright.sync_api")
+    project = throwaway_project(tmp_path / "project")
+    out = build_docs.build(tmp_path / "site", root=project, work=tmp_path / "work", log=lambda *a: None)
+    html = (out / "index.html").read_text(encoding="utf-8")
+    assert 'src="figures/rnn_unrolled.svg"' in html, "the markdown image is not on the page"
+    local_katex = build_docs.KATEX_DIR + "/katex.min.js" in html
+    requests = []
+    with chromium(exe) as browser:
+        page = browser.new_page()
+        page.route("**/*", lambda r: r.continue_() if r.request.url.startswith("file:") else r.abort())
+        page.on("request", lambda r: requests.append(r.url))
+        page.goto((out / "index.html").as_uri(), wait_until="load")
+        size = page.eval_on_selector('img[src="figures/rnn_unrolled.svg"]', "e => [e.complete, e.naturalWidth]")
+        assert size[0] and size[1] > 0, f"the figure did not load from disk: {size}"
+        if local_katex:
+            page.wait_for_function("() => window.katex !== undefined", timeout=10_000)
+            assert page.locator(".katex").count() > 0, "maths not typeset from the site's own KaTeX"
+    assert not [u for u in requests if "katex" in u and not u.startswith("file:")], "KaTeX was fetched from outside"
