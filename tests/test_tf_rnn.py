@@ -5,13 +5,26 @@ import warnings
 import numpy as np
 import pytest
 
+from _parity import TOL, parity_errors
 from rnn_tutorial import numpy_train as nt
-from rnn_tutorial.tf_rnn import (CELLS, CharModel, LSTMCell, TFAdam, TrainStep, choose_policy, device_report,
-                                 enable_memory_growth, from_keras_weights, import_tensorflow, make_layer,
-                                 parity_errors, to_keras_weights)
+from rnn_tutorial.numpy_rnn import CELL_GATES
+from rnn_tutorial.tf_rnn import (CELL_CLASSES, CharModel, LSTMCell, Recurrent, RNNCell, TFAdam, TrainStep,
+                                 from_keras_weights, make_layer, make_optimizer, to_keras_weights)
+from rnn_tutorial.tf_setup import choose_policy, configure_tensorflow, device_report, enable_memory_growth, import_tensorflow
 
 tf, keras = import_tensorflow()
-TOL = {"float64": 1e-10, "float32": 1e-5}
+configure_tensorflow()
+CELLS = CELL_CLASSES
+
+
+def test_cell_names_and_gates_are_numpy_rnns():
+    "One vocabulary: the TF cell table has CELL_GATES's names, and each cell class its gate count."
+    assert list(CELL_CLASSES) == list(CELL_GATES)
+    for kind, cls in CELL_CLASSES.items():
+        assert cls.gates == CELL_GATES[kind]
+        layer = make_layer(kind, 3)
+        layer.build((None, None, 2))
+        assert tuple(layer.cell.kernel.shape) == (2, CELL_GATES[kind] * 3)
 
 
 @pytest.mark.parametrize("kind", sorted(CELLS))
@@ -44,8 +57,24 @@ def test_weights_both_ways(kind):
 def test_bad_weights():
     with pytest.raises(ValueError, match="params must be a dict"): to_keras_weights({"kernel": np.zeros(2)})
     with pytest.raises(ValueError, match="not built"): from_keras_weights(make_layer("rnn", 3))
-    with pytest.raises(ValueError, match="kind must be one of"): make_layer("tcn", 3)
-    with pytest.raises(ValueError, match="units must be a positive integer"): LSTMCell(0)
+    with pytest.raises(ValueError, match="kind must be one of 'rnn', 'lstm', 'gru', got 'tcn'"): make_layer("tcn", 3)
+    with pytest.raises(ValueError, match="units must be an integer >= 1, got 0"): LSTMCell(0)
+    with pytest.raises(ValueError, match="units must be an integer >= 1, got 2.0"): LSTMCell(2.0)  # a type: ValueError too
+    with pytest.raises(ValueError, match="cell must be one of RNNCell, LSTMCell, GRUCell, got SimpleRNNCell"):
+        Recurrent(keras.layers.SimpleRNNCell(3))
+    with pytest.raises(ValueError, match="input_dim must be None for Keras's built-in layers"):
+        make_layer("gru", 3, builtin=True, input_dim=5)
+
+
+@pytest.mark.parametrize("kind", sorted(CELLS))
+def test_recurrent_leaves_its_cell_as_given(kind):
+    "After `Recurrent` has used a cell, the same cell in a plain `keras.layers.RNN` still projects its inputs itself."
+    cell = CELLS[kind](4)
+    x = np.random.default_rng(5).normal(size=(2, 6, 3)).astype("float32")
+    hoisted = Recurrent(cell, return_sequences=True)(x).numpy()
+    assert cell.hoisted is False
+    plain = keras.layers.RNN(cell, return_sequences=True)(x).numpy()  # same cell, same weights, Keras's own loop
+    np.testing.assert_allclose(plain, hoisted, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("kind", sorted(CELLS))
@@ -122,19 +151,39 @@ def test_policy_branches():
     assert choose_policy([{"name": "g"}]).precision == "float32"  # unknown capability: be safe
 
 
-def test_device_report_and_memory_growth():
-    report = device_report()
-    assert report["tensorflow"] == tf.__version__ and report["policy"]["precision"] in ("float32", "mixed_float16")
-    assert report["dtype_policy"] == "float32"
-    if not report["gpus"]:
-        assert enable_memory_growth() == [] and report["cudnn_available"] is False
+def test_device_report_with_faked_devices():
+    "The report follows the device list it is given, whatever this machine has."
+    cpu = device_report(gpus=[])
+    assert cpu["tensorflow"] == tf.__version__ and cpu["dtype_policy"] == "float32"
+    assert cpu["gpus"] == [] and cpu["cudnn_available"] is False and cpu["policy"]["device"] == "/CPU:0"
+    a100 = [{"name": "/physical_device:GPU:0", "compute_capability": (8, 0)}]
+    gpu = device_report(gpus=a100)
+    assert gpu["gpus"] == a100 and gpu["cudnn_available"] is tf.test.is_built_with_cuda()
+    assert (gpu["policy"]["device"], gpu["policy"]["precision"]) == ("/GPU:0", "mixed_float16")
+    assert device_report(choose_policy([]), gpus=a100)["policy"]["precision"] == "float32"  # a given policy is kept
+
+
+def test_memory_growth_names_only_real_gpus():
+    "Memory growth is set on the GPUs TensorFlow sees, and only on those."
+    real = {g.name for g in tf.config.list_physical_devices("GPU")}
+    grown = enable_memory_growth()
+    assert isinstance(grown, list) and set(grown) <= real
+
+
+@pytest.mark.parametrize("cc,expected", [((8, 0), "LossScaleOptimizer"), ((6, 1), "TFAdam"), (None, "TFAdam")])
+def test_make_optimizer_follows_the_policy(cc, expected):
+    "Loss scaling (and so clipping inside the optimizer) only where the policy asks for it."
+    policy = choose_policy([] if cc is None else [{"name": "g", "compute_capability": cc}])
+    opt = make_optimizer(policy, 1e-3, clip_norm=2.0)
+    assert type(opt).__name__ == expected
+    if expected == "LossScaleOptimizer":
+        assert type(opt.inner_optimizer) is TFAdam and opt.inner_optimizer.global_clipnorm == 2.0
 
 
 def test_mixed_precision_loss_is_float32():
     policy = choose_policy([{"name": "g", "compute_capability": (8, 0)}])
     keras.mixed_precision.set_global_policy(policy.precision)
     try:
-        from rnn_tutorial.tf_rnn import make_optimizer
         model = CharModel(5, 4, "gru")
         step = TrainStep(model, make_optimizer(policy, 1e-2))
         rng = np.random.default_rng(0)
