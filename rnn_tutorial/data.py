@@ -6,14 +6,13 @@
 from __future__ import annotations
 
 import codecs
-import contextlib
 import functools
 import hashlib
 import http.client
+import io
 import json
 import math
 import os
-import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -22,13 +21,16 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
+from .checks import check_choice, check_fraction, check_ids, check_int
+from .persist import FormatError, atomic_write, read_json
+
 # %% auto #0
 __all__ = ['TINYSHAKESPEARE_URL', 'TINYSHAKESPEARE_SIZE', 'TINYSHAKESPEARE_SHA256', 'CORPORA', 'SERIES', 'check_int',
            'check_number', 'check_fraction', 'check_ids', 'language_reference', 'Corpus', 'split_text', 'read_text',
-           'get_cache_dir', 'atomic_write', 'DownloadError', 'download', 'fetch', 'tinyshakespeare', 'load_corpus',
-           'Vocab', 'uniform_bits_per_char', 'unigram_bits_per_char', 'TBPTTBatches', 'pad_sequences',
-           'bucket_by_length', 'adding_problem', 'copy_memory', 'copy_memory_baseline', 'parity', 'load_series',
-           'windows', 'split_series', 'persistence_forecast']
+           'get_cache_dir', 'DownloadError', 'download', 'fetch', 'tinyshakespeare', 'load_corpus', 'Vocab',
+           'uniform_bits_per_char', 'unigram_bits_per_char', 'TBPTTBatches', 'pad_sequences', 'bucket_by_length',
+           'adding_problem', 'copy_memory', 'copy_memory_baseline', 'parity', 'load_series', 'windows', 'split_series',
+           'persistence_forecast']
 
 # %% ../nbs/00_data.ipynb #9d4fdefc
 def check_int(
@@ -106,9 +108,10 @@ def split_text(
     valid_frac:float=0.1, # fraction of characters, taken from the end, held out for validation
 ) -> Corpus:
     "Split `text` at a fixed position: the last `valid_frac` of its characters become the validation text"
-    if not isinstance(text, str): raise TypeError(f"text must be a str, got {type(text).__name__}")
+    if not isinstance(text, str): raise ValueError(f"text must be a str, got {type(text).__name__}")
     valid_frac = check_fraction("valid_frac", valid_frac)
-    if len(text) < 2: raise ValueError(f"corpus {name!r} is empty or too short: it has {len(text)} characters, at least 2 are needed")
+    if len(text) < 2:
+        raise ValueError(f"corpus {name!r} is empty or too short: it has {len(text)} characters, at least 2 are needed")
     n_valid = min(max(1, round(len(text) * valid_frac)), len(text) - 1)
     cut = len(text) - n_valid
     return Corpus(name, text[:cut], text[cut:])
@@ -144,27 +147,6 @@ def get_cache_dir(
     if not cache_dir: cache_dir = Path(os.environ.get("XDG_CACHE_HOME") or Path.home()/".cache")/"rnn-tutorial"
     return Path(cache_dir).expanduser()
 
-# %% ../nbs/00_data.ipynb #23f49aa3
-def atomic_write(
-    path:str|os.PathLike, # the file to (over)write
-    data:bytes|str, # its new content (a `str` is written as UTF-8)
-) -> Path:
-    "Write `data` to `path` atomically: a temporary file in the same directory, flushed, then renamed onto `path`"
-    path = Path(path)
-    if isinstance(data, str): data = data.encode("utf-8")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError): os.unlink(tmp)
-        raise
-    return path
-
 # %% ../nbs/00_data.ipynb #243ef7eb
 class DownloadError(ConnectionError):
     "A download that could not be made or was cut short"
@@ -184,35 +166,25 @@ def download(
     timeout:float=60.0, # seconds to wait for the server before giving up
 ) -> Path:
     "Download `url` to `path` atomically, verifying its size and SHA-256; nothing is left at `path` on failure"
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    h, body = hashlib.sha256(), io.BytesIO()
     try:
-        h, n = hashlib.sha256(), 0
-        with os.fdopen(fd, "wb") as f:
-            try:
-                with urllib.request.urlopen(url, timeout=timeout) as r:
-                    announced = r.headers.get("Content-Length")
-                    while chunk := r.read(1 << 16):
-                        h.update(chunk)
-                        f.write(chunk)
-                        n += len(chunk)
-            except (urllib.error.URLError, http.client.HTTPException, OSError) as e:
-                reason = f"HTTP {e.code} {e.reason}" if isinstance(e, urllib.error.HTTPError) else getattr(e, "reason", None) or e
-                raise DownloadError(f"could not download {url}: {reason}") from e
-            if announced is not None and announced.isdigit() and n != int(announced):
-                raise DownloadError(f"download of {url} was cut short: received {n:,} of {int(announced):,} bytes")
-            f.flush()
-            os.fsync(f.fileno())
-        if size is not None and n != size:
-            raise ValueError(f"downloaded {url} has {n:,} bytes, expected {size:,}: not the expected file")
-        if h.hexdigest() != sha256.lower():
-            raise ValueError(f"downloaded {url} has sha256 {h.hexdigest()}, expected {sha256.lower()}: not the expected file")
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError): os.unlink(tmp)
-        raise
-    return path
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            announced = r.headers.get("Content-Length")
+            while chunk := r.read(1 << 16):
+                h.update(chunk)
+                body.write(chunk)
+    except (urllib.error.URLError, http.client.HTTPException, OSError) as e:
+        if isinstance(e, urllib.error.HTTPError): reason = f"HTTP {e.code} {e.reason}"
+        else: reason = getattr(e, "reason", None) or e
+        raise DownloadError(f"could not download {url}: {reason}") from e
+    n = body.tell()
+    if announced is not None and announced.isdigit() and n != int(announced):
+        raise DownloadError(f"download of {url} was cut short: received {n:,} of {int(announced):,} bytes")
+    if size is not None and n != size:
+        raise ValueError(f"downloaded {url} has {n:,} bytes, expected {size:,}: not the expected file")
+    if h.hexdigest() != sha256.lower():
+        raise ValueError(f"downloaded {url} has sha256 {h.hexdigest()}, expected {sha256.lower()}: not the expected file")
+    return atomic_write(path, body.getvalue())
 
 # %% ../nbs/00_data.ipynb #0f8ce04c
 def fetch(
@@ -257,12 +229,13 @@ def load_corpus(
     if name == "tinyshakespeare": return split_text(tinyshakespeare(cache_dir, offline), name, valid_frac)
     if isinstance(name, os.PathLike) or (isinstance(name, str) and Path(name).is_file()):
         return split_text(read_text(name, encoding), Path(name).name, valid_frac)
-    raise ValueError(f"unknown corpus {name!r}: expected one of {', '.join(map(repr, CORPORA))} or the path of an existing text file")
+    raise ValueError(f"name must be one of {', '.join(map(repr, CORPORA))} or the path of an existing text file, "
+                     f"got {name!r}")
 
 # %% ../nbs/00_data.ipynb #778ac842
 def _code_points(text:str) -> np.ndarray:
     "Code points of `text` as a uint32 array"
-    if not isinstance(text, str): raise TypeError(f"text must be a str, got {type(text).__name__}")
+    if not isinstance(text, str): raise ValueError(f"text must be a str, got {type(text).__name__}")
     return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype="<u4")
 
 def _from_code_points(codes:np.ndarray) -> str:
@@ -278,12 +251,13 @@ class Vocab:
         if not isinstance(chars, str):
             chars = list(chars)
             if not all(isinstance(ch, str) and len(ch) == 1 for ch in chars):
-                raise ValueError("chars must be a str or an iterable of single characters")
+                bad = next(ch for ch in chars if not (isinstance(ch, str) and len(ch) == 1))
+                raise ValueError(f"chars must be a str or an iterable of single characters, got the element {bad!r}")
             chars = "".join(chars)
         if unknown is not None and not (isinstance(unknown, str) and len(unknown) == 1):
             raise ValueError(f"unknown must be a single character or None, got {unknown!r}")
         codes = np.unique(_code_points(chars + (unknown or "")))
-        if not len(codes): raise ValueError("chars is empty: a vocabulary needs at least one character")
+        if not len(codes): raise ValueError("chars must hold at least one character, got an empty text")
         self.codes = codes
         self.chars = _from_code_points(codes)
         self.unknown = unknown
@@ -336,12 +310,12 @@ class Vocab:
     def from_dict(cls, d:dict) -> Vocab:
         "The vocabulary described by `d`, as made by `to_dict`"
         if not isinstance(d, dict) or d.get("format") != "rnn-tutorial.vocab" or d.get("version") != 1:
-            raise ValueError("not a saved rnn-tutorial vocabulary (expected format 'rnn-tutorial.vocab', version 1)")
+            raise FormatError("not a saved rnn-tutorial vocabulary (expected format 'rnn-tutorial.vocab', version 1)")
         chars, unknown = d.get("chars"), d.get("unknown")
         if not isinstance(chars, str) or list(_code_points(chars)) != sorted(set(_code_points(chars))):
-            raise ValueError("a saved vocabulary's chars must be a string of distinct characters in code-point order")
+            raise FormatError("a saved vocabulary's chars must be a string of distinct characters in code-point order")
         v = cls(chars, unknown)
-        if v.chars != chars: raise ValueError("a saved vocabulary's unknown symbol must be one of its chars")
+        if v.chars != chars: raise FormatError("a saved vocabulary's unknown symbol must be one of its chars")
         return v
 
     def save(self, path:str|os.PathLike) -> Path:
@@ -350,11 +324,10 @@ class Vocab:
 
     @classmethod
     def load(cls, path:str|os.PathLike) -> Vocab:
-        "A vocabulary saved with `Vocab.save`"
-        try: d = json.loads(Path(path).read_text(encoding="ascii"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e: raise ValueError(f"{path} is not a saved vocabulary: {e}") from e
+        "A vocabulary saved with `Vocab.save`; `FileNotFoundError` if missing, `FormatError` if not a saved vocabulary"
+        d = read_json(path, "saved vocabulary")
         try: return cls.from_dict(d)
-        except ValueError as e: raise ValueError(f"{path}: {e}") from e
+        except ValueError as e: raise FormatError(f"{path}: {e}") from e
 
 # %% ../nbs/00_data.ipynb #4d22e4b4
 def uniform_bits_per_char(vocab_size:int) -> float:
@@ -402,7 +375,8 @@ class TBPTTBatches:
 
     def __getitem__(self, k:int) -> tuple[np.ndarray, np.ndarray]:
         "Inputs and targets of batch `k`, each an int32 array of shape (batch_size, seq_len)"
-        if not isinstance(k, (int, np.integer)): raise TypeError(f"batch index must be an integer, got {type(k).__name__}")
+        if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)):
+            raise ValueError(f"batch index must be an integer, got {type(k).__name__}")
         if not -len(self) <= k < len(self): raise IndexError(f"batch index {k} out of range for {len(self)} batches")
         s = slice((k % len(self)) * self.seq_len, (k % len(self) + 1) * self.seq_len)
         return np.ascontiguousarray(self.x[:, s]), np.ascontiguousarray(self.y[:, s])
@@ -525,7 +499,7 @@ def load_series(
     name:str="goog", # a name in `SERIES`
 ) -> tuple[np.ndarray, np.ndarray]: # dates (datetime64[D]), values (float64)
     "Dates and values of a real time series shipped with matplotlib: `goog` is Google's daily adjusted close, 2004–2008"
-    if name not in SERIES: raise ValueError(f"unknown series {name!r}: expected one of {', '.join(map(repr, SERIES))}")
+    check_choice("name", name, SERIES)
     from matplotlib import cbook  # only here: the rest of this module needs NumPy alone
     with np.load(cbook.get_sample_data("goog.npz", asfileobj=False), allow_pickle=False) as f: data = f["price_data"]
     return data["date"].astype("datetime64[D]"), data["adj_close"].astype(np.float64)

@@ -36,7 +36,8 @@ def init_lstm_params(
 def _check_gated_params(params, gates, cell, bias_rows=None):
     "Check a gated cell's parameter dict (`gates` blocks per matrix) and return (kernel, recurrent_kernel, bias)."
     if not isinstance(params, dict) or not {"kernel", "recurrent_kernel", "bias"} <= set(params):
-        raise ValueError(f"params of {cell} must be a dict with 'kernel', 'recurrent_kernel' and 'bias'")
+        got = sorted(params) if isinstance(params, dict) else type(params).__name__
+        raise ValueError(f"params of {cell} must be a dict with 'kernel', 'recurrent_kernel' and 'bias', got {got}")
     U = check_array("recurrent_kernel", params["recurrent_kernel"], ("units", f"{gates}*units"))
     H = U.shape[0]
     if U.shape[1] != gates * H:
@@ -53,7 +54,7 @@ def _check_state(name, s, B, H, dtype):
     return check_array(name, s, (B, H)).astype(dtype, copy=False)
 
 def _gate_scales(H, gates, dtype):
-    "Per-column (scale, shift) turning tanh of halved pre-activations into the gates: sigmoid everywhere but the candidate."
+    "Per-column (scale, shift) making gates of tanh of halved pre-activations: sigmoid everywhere but the candidate."
     scale, shift = np.full((gates, H), 0.5, dtype), np.full((gates, H), 0.5, dtype)
     scale[2], shift[2] = 1, 0  # the candidate block (LSTM "c", GRU "h") is the third, and a plain tanh
     return scale.reshape(-1), shift.reshape(-1)
@@ -224,7 +225,8 @@ class LSTM(RecurrentLayer):
         "h0 is None or the pair (h0, c0), either of which may be None."
         if h0 is None: h0 = (None, None)
         if not isinstance(h0, (tuple, list)) or len(h0) != 2:
-            raise ValueError("h0 of an LSTM must be None or a pair (h0, c0), each (batch, units) or None")
+            raise ValueError(f"h0 of an LSTM must be None or a pair (h0, c0), each (batch, units) or None, "
+                             f"got {type(h0).__name__}")
         return lstm_forward(x, self.params, *h0)
 
     def _backward(self, dhs, dh_last, cache):

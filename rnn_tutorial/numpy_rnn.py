@@ -10,14 +10,12 @@ __all__ = ['ACTIVATIONS', 'CELL_GATES', 'check_array', 'Activation', 'get_activa
            'save_params', 'load_params', 'StackedRNN', 'Bidirectional']
 
 # %% ../nbs/01_rnn_numpy.ipynb #415b3d1e
-import os
-import tempfile
-from pathlib import Path
 from typing import Callable, NamedTuple
 
 import numpy as np
 
-from .checks import check_int
+from .checks import check_array, check_choice, check_int
+from .persist import read_npz, write_npz
 
 # %% ../nbs/01_rnn_numpy.ipynb #ada29b17
 def check_array(
@@ -61,9 +59,7 @@ def get_activation(
     name:str, # one of the keys of `ACTIVATIONS`
 )->Activation:
     "The `Activation` called `name`; an unknown name raises `ValueError` listing the valid ones."
-    if name not in ACTIVATIONS:
-        raise ValueError(f"unknown activation {name!r}; expected one of {', '.join(map(repr, sorted(ACTIVATIONS)))}")
-    return ACTIVATIONS[name]
+    return ACTIVATIONS[check_choice("activation", name, sorted(ACTIVATIONS))]
 
 # %% ../nbs/01_rnn_numpy.ipynb #66200c98
 def glorot_uniform(rng, fan_in, fan_out, dtype):
@@ -115,14 +111,16 @@ CELL_GATES = {"rnn": 1, "lstm": 4, "gru": 3}  # cell kind -> blocks of H columns
 def _check_rnn_params(params):
     "Check a vanilla RNN's parameter dict and return (W_xh, W_hh, b)."
     if not isinstance(params, dict) or not {"kernel", "recurrent_kernel", "bias"} <= set(params):
-        raise ValueError("params must be a dict with 'kernel', 'recurrent_kernel' and 'bias'")
+        got = sorted(params) if isinstance(params, dict) else type(params).__name__
+        raise ValueError(f"params must be a dict with 'kernel', 'recurrent_kernel' and 'bias', got {got}")
     W_hh = check_array("recurrent_kernel", params["recurrent_kernel"], ("units", "units"))
     H = W_hh.shape[0]
     check_array("recurrent_kernel", W_hh, (H, H))  # square
     W_xh = check_array("kernel", params["kernel"], ("input_dim", H))
     b = check_array("bias", params["bias"], (H,))
     if not W_xh.dtype == W_hh.dtype == b.dtype:
-        raise ValueError(f"kernel, recurrent_kernel and bias must share one dtype, got {W_xh.dtype}, {W_hh.dtype}, {b.dtype}")
+        raise ValueError(f"kernel, recurrent_kernel and bias must share one dtype, "
+                         f"got {W_xh.dtype}, {W_hh.dtype}, {b.dtype}")
     return W_xh, W_hh, b
 
 def check_inputs(x, W_xh):
@@ -132,11 +130,12 @@ def check_inputs(x, W_xh):
     if x.dtype.kind in "iu":
         x = check_array("x", x, ("batch", "time"), "i")
         if x.size and (x.min() < 0 or x.max() >= D):
-            raise ValueError(f"x holds token ids, which must be in [0, {D}), got values in [{x.min()}, {x.max()}]")
+            raise ValueError(f"x must hold token ids in [0, {D}), got values in [{x.min()}, {x.max()}]")
     elif x.dtype.kind == "f":
         x = check_array("x", x, ("batch", "time", D)).astype(W_xh.dtype, copy=False)
     else:
-        raise ValueError(f"x must be a float array (batch, time, {D}) or integer token ids (batch, time), got dtype {x.dtype}")
+        raise ValueError(f"x must be a float array (batch, time, {D}) or integer token ids (batch, time), "
+                         f"got dtype {x.dtype}")
     if x.shape[0] < 1 or x.shape[1] < 1:
         raise ValueError(f"x must hold at least 1 sequence of at least 1 step, got shape {x.shape}")
     return x
@@ -376,6 +375,10 @@ class SimpleRNN(RecurrentLayer):
     def _forward(self, x, h0): return rnn_forward(x, self.params, h0, self.activation)
     def _backward(self, dhs, dh_last, cache): return rnn_backward(dhs, cache, dh_last=dh_last)
 
+    def final_state(self, cache:dict)->np.ndarray:
+        "The state h_T after the last step of the `forward` call that made `cache`."
+        return cache["hs"][-1]
+
     def get_config(self)->dict:
         "The constructor's arguments, as Keras reports them."
         return {"units": self.units, "activation": self.activation, "return_sequences": self.return_sequences,
@@ -387,40 +390,23 @@ def save_params(
     params:dict, # a (nested) dict of arrays
 ):
     "Save a (nested) dict of arrays as an uncompressed `.npz`, atomically."
-    path = Path(path)
     flat = {k: np.asarray(v) for k, v in flatten_tree(params).items()}
     bad = [k for k, v in flat.items() if v.dtype.kind not in "biuf"]
     if bad:
         raise ValueError(f"params must hold numeric arrays only, got {bad}")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **flat)
-            f.flush(); os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp): os.remove(tmp)
-        raise
+    write_npz(path, flat)
 
 def load_params(
     path, # a file written by `save_params`
 )->dict: # the (nested) dict of arrays
-    "Load parameters saved by `save_params`, never unpickling; a missing or corrupt file raises a clear error."
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no parameter file at {path}")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            flat = {k: data[k] for k in data.files}
-    except Exception as e:
-        raise ValueError(f"{path} is not a valid .npz parameter file: {e}") from e
-    return unflatten_tree(flat)
+    "Load parameters saved by `save_params`, never unpickling: `FileNotFoundError` if missing, `FormatError` if damaged."
+    return unflatten_tree(read_npz(path, noun="parameter file")[0])
 
 # %% ../nbs/01_rnn_numpy.ipynb #f25cddee
 class StackedRNN:
     "Recurrent layers applied one after another: each layer's outputs are the next layer's inputs."
     def __init__(self, layers:list): # recurrent layers with the `SimpleRNN` interface
-        if not layers: raise ValueError("layers must hold at least one layer")
+        if not layers: raise ValueError(f"layers must hold at least one layer, got {layers!r}")
         self.layers = list(layers)
 
     def build(self, input_dim:int):
@@ -464,6 +450,10 @@ class StackedRNN:
             grads[f"layer{i}"], dout, dh0 = self.layers[i].backward(dout, cache[i])
             dh0s.insert(0, dh0)
         return dict(sorted(grads.items())), dout, dh0s
+
+    def final_state(self, cache:list)->list:
+        "Each layer's state after the last step of the `forward` call that made `cache`: a valid `h0` for `forward`."
+        return [layer.final_state(c) for layer, c in zip(self.layers, cache)]
 
     def count_params(self)->int:
         "Number of scalar parameters of all layers."
@@ -521,6 +511,11 @@ class Bidirectional:
         grads_b, dx_b, dh0_b = self.backward_layer.backward(dout_b, cache_b)
         dx = None if dx_f is None else dx_f + dx_b[:, ::-1]  # both directions read the same x
         return {"forward": grads_f, "backward": grads_b}, dx, (dh0_f, dh0_b)
+
+    def final_state(self, cache:tuple)->tuple:
+        "(forward layer's state after step T, backward layer's state after reading back to step 1): a valid `h0`."
+        cache_f, cache_b, _ = cache
+        return self.forward_layer.final_state(cache_f), self.backward_layer.final_state(cache_b)
 
     def count_params(self)->int:
         "Number of scalar parameters of both layers."

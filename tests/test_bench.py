@@ -1,4 +1,5 @@
-"The benchmark command (`rnn_tutorial.bench`): FLOP formulas, option validation, the JSON it prints, the saved run. Never asserts on speed."
+"""The benchmark command (`rnn_tutorial.bench`): FLOP formulas, option validation, the JSON it prints, the saved
+run. Never asserts on speed."""
 import json
 import math
 import subprocess
@@ -9,10 +10,12 @@ import numpy as np
 import pytest
 
 from rnn_tutorial import bench
+from rnn_tutorial.numpy_rnn import CELL_GATES
 
 ROOT = Path(__file__).resolve().parents[1]
 SAVED = ROOT / "rnn_tutorial" / "results" / "bench.json"
-RATIOS = [f"{impl}/{k} / keras/{k}" for k in bench.KINDS for impl in ("numpy", "tf", "tf-xla")] + ["numpy/rnn_gflops / gemm_gflops"]
+RATIOS = [f"{impl}/{k} / keras/{k}" for k in CELL_GATES for impl in ("numpy", "tf", "tf-xla")]
+RATIOS.append("numpy/rnn_gflops / gemm_gflops")
 
 
 def check_schema(result, keys=bench.KEYS):
@@ -104,6 +107,7 @@ def test_numpy_only_run_in_process(tmp_path, capsys):
     check_schema(result, ["numpy/rnn", "numpy/lstm", "numpy/gru"])
     assert result["ratios"].keys() == {"numpy/rnn_gflops / gemm_gflops"} and "tensorflow" not in result["config"]["machine"]
     assert json.loads(out.read_text()) == result
+    assert sorted(p.name for p in out.parent.iterdir()) == ["b.json"]  # written atomically: no temporary file left
     assert result["config"]["machine"]["blas"]["threads"] in (1, None)  # measured inside --blas-threads 1
 
 
@@ -127,7 +131,7 @@ def test_numpy_steps_train_the_same_task():
     "Every NumPy step starts near ln V nats (uniform guessing) and lowers the loss on a repeated batch."
     rng = np.random.default_rng(0)
     x, y = rng.integers(0, 7, (2, 2, 5))
-    for kind in bench.KINDS:
+    for kind in CELL_GATES:
         step = bench.make_step(f"numpy/{kind}", 8, 7, lr=0.05)
         first = step(x, y)
         assert abs(first - math.log(7)) < 0.5
@@ -151,11 +155,27 @@ def test_quick_json_command():
     assert "keras/lstm" in proc.stderr
 
 
-@pytest.mark.skipif(not SAVED.exists(), reason="no saved full-size run")
 def test_saved_full_run():
-    "The saved run the chapter shows has the full schema and the default sizes."
+    "The saved run the chapter shows ships with the package, has the full schema and the default sizes."
     result = json.loads(SAVED.read_text())
     check_schema(result)
     c = result["config"]
     assert (c["batch"], c["seq_len"], c["units"], c["vocab"]) == (64, 100, 256, 80)
     assert set(result["ratios"]) == set(RATIOS)
+
+
+def test_module_imports_without_tensorflow():
+    "The benchmark's NumPy half and its command-line parsing need no TensorFlow: it is imported only to time TF."
+    code = "import sys, rnn_tutorial.bench as b; b.select_keys('numpy/*'); b.make_parser(); print('tensorflow' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_sizes_are_checked_with_the_argument_named():
+    for call, msg in ((lambda: bench.gemm_gflops(batch=0), "batch must be an integer >= 1, got 0"),
+                      (lambda: bench.time_step(lambda x, y: 0.0, 2, 3, 5, repeats=True), "repeats must be an integer >= 1"),
+                      (lambda: bench.run_benchmark(only="numpy/rnn", warmup=-1), "warmup must be an integer >= 0, got -1"),
+                      (lambda: bench.set_blas_threads(1.5), "threads must be an integer >= 1, got 1.5"),
+                      (lambda: bench.make_step("numpy/rnn", 0, 5), "units must be an integer >= 1, got 0")):
+        with pytest.raises(ValueError, match=msg):
+            call()

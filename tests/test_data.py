@@ -14,8 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rnn_tutorial import data
-from rnn_tutorial.data import (CORPORA, Corpus, DownloadError, TBPTTBatches, Vocab, adding_problem, atomic_write,
+from rnn_tutorial import data, persist
+from rnn_tutorial.data import (CORPORA, Corpus, DownloadError, TBPTTBatches, Vocab, adding_problem,
                                bucket_by_length, copy_memory, copy_memory_baseline, download, fetch, get_cache_dir,
                                language_reference, load_corpus, load_series, pad_sequences, parity,
                                persistence_forecast, read_text, split_series, split_text, tinyshakespeare,
@@ -195,16 +195,36 @@ def test_get_cache_dir(tmp_path, monkeypatch):
     assert get_cache_dir(tmp_path / "arg") == tmp_path / "arg"
 
 
-def test_atomic_write_cleans_up_on_failure(tmp_path, monkeypatch):
-    atomic_write(tmp_path / "x.json", "old")
+def test_vocab_save_keeps_old_file_on_failure(tmp_path, monkeypatch):
+    "Saving a vocabulary is atomic: a failure just before the rename leaves the old file and nothing else."
+    Vocab("old").save(tmp_path / "v.json")
+    renames = []
 
     def boom(src, dst):
+        renames.append(Path(src).read_text())  # the new content was complete when the rename failed
         raise OSError("disk gone")
 
-    monkeypatch.setattr(data.os, "replace", boom)
+    monkeypatch.setattr(persist.os, "replace", boom)
     with pytest.raises(OSError, match="disk gone"):
-        atomic_write(tmp_path / "x.json", "new")
-    assert leftovers(tmp_path) == ["x.json"] and (tmp_path / "x.json").read_text() == "old"
+        Vocab("new").save(tmp_path / "v.json")
+    assert '"chars": "enw"' in renames[0]
+    assert leftovers(tmp_path) == ["v.json"] and Vocab.load(tmp_path / "v.json") == Vocab("old")
+
+
+def test_download_keeps_old_file_when_interrupted(tmp_path, monkeypatch):
+    "A verified download interrupted before its rename leaves the old file and no temporary file."
+    target = tmp_path / "input.txt"
+    target.write_bytes(b"old")
+
+    def boom(src, dst):
+        assert Path(src).read_bytes() == FIXTURE
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(persist.os, "replace", boom)
+    with serve(FIXTURE) as (url, _):
+        with pytest.raises(KeyboardInterrupt):
+            download(url, target, FIXTURE_SHA, size=len(FIXTURE), timeout=10)
+    assert target.read_bytes() == b"old" and leftovers(tmp_path) == ["input.txt"]
 
 
 # ---------------------------------------------------------------- corpora and text files
@@ -218,7 +238,8 @@ def test_language_reference_default_corpus():
 
 
 def test_unknown_corpus_name():
-    with pytest.raises(ValueError, match="unknown corpus 'shakespeare': expected one of 'language-reference', 'tinyshakespeare'"):
+    with pytest.raises(ValueError, match="name must be one of 'language-reference', 'tinyshakespeare' or the path of an "
+                                         "existing text file, got 'shakespeare'"):
         load_corpus("shakespeare")
 
 
@@ -228,7 +249,7 @@ def test_empty_corpus(tmp_path):
     (tmp_path / "one.txt").write_text("a")
     with pytest.raises(ValueError, match="corpus 'one.txt' is empty or too short: it has 1 characters"):
         load_corpus(tmp_path / "one.txt")
-    with pytest.raises(TypeError, match="text must be a str"):
+    with pytest.raises(ValueError, match="text must be a str, got bytes"):
         split_text(b"bytes")
     with pytest.raises(ValueError, match="valid_frac must be a number strictly between 0 and 1, got 1.0"):
         split_text("abc", valid_frac=1.0)
@@ -278,14 +299,14 @@ def test_vocab_unknown_policy():
 
 
 def test_vocab_bad_input():
-    with pytest.raises(ValueError, match="chars is empty"):
+    with pytest.raises(ValueError, match="chars must hold at least one character, got an empty text"):
         Vocab("")
-    with pytest.raises(ValueError, match="chars must be a str or an iterable of single characters"):
-        Vocab(["ab", "c"])
+    with pytest.raises(ValueError, match="chars must be a str or an iterable of single characters, got the element 'ab'"):
+        Vocab(["c", "ab"])
     with pytest.raises(ValueError, match="unknown must be a single character or None, got ''"):
         Vocab("ab", unknown="")
     v = Vocab("ab")
-    with pytest.raises(TypeError, match="text must be a str, got bytes"):
+    with pytest.raises(ValueError, match="text must be a str, got bytes"):
         v.encode(b"ab")
     with pytest.raises(ValueError, match="id -1 at position 1 of ids is out of range: expected 0 <= id < 2"):
         v.decode([0, -1])
@@ -294,21 +315,24 @@ def test_vocab_bad_input():
 
 
 def test_vocab_load_errors(tmp_path):
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(FileNotFoundError, match="no saved vocabulary at .*missing.json"):
         Vocab.load(tmp_path / "missing.json")
     (tmp_path / "junk.json").write_text("{not json")
-    with pytest.raises(ValueError, match="junk.json is not a saved vocabulary"):
+    with pytest.raises(persist.FormatError, match="junk.json is not a valid saved vocabulary"):
         Vocab.load(tmp_path / "junk.json")
+    (tmp_path / "list.json").write_text("[1, 2]")
+    with pytest.raises(persist.FormatError, match="list.json is not a valid saved vocabulary"):
+        Vocab.load(tmp_path / "list.json")
     (tmp_path / "other.json").write_text(json.dumps({"format": "something-else"}))
-    with pytest.raises(ValueError, match="not a saved rnn-tutorial vocabulary"):
+    with pytest.raises(persist.FormatError, match="not a saved rnn-tutorial vocabulary"):
         Vocab.load(tmp_path / "other.json")
     d = Vocab("abc").to_dict()
     for chars, msg in (("cba", "code-point order"), ("aab", "distinct"), (["a"], "string")):
         (tmp_path / "v.json").write_text(json.dumps({**d, "chars": chars}))
-        with pytest.raises(ValueError, match=msg):
+        with pytest.raises(persist.FormatError, match=msg):
             Vocab.load(tmp_path / "v.json")
     (tmp_path / "v.json").write_text(json.dumps({**d, "unknown": "?"}))
-    with pytest.raises(ValueError, match="unknown symbol must be one of its chars"):
+    with pytest.raises(persist.FormatError, match="unknown symbol must be one of its chars"):
         Vocab.load(tmp_path / "v.json")
 
 
@@ -410,8 +434,10 @@ def test_tbptt_bad_input():
     b = TBPTTBatches(ids, 3, 5)
     with pytest.raises(IndexError, match="out of range"):
         b[len(b)]
-    with pytest.raises(TypeError, match="batch index must be an integer"):
+    with pytest.raises(ValueError, match="batch index must be an integer, got slice"):
         b[0:2]
+    with pytest.raises(ValueError, match="batch index must be an integer, got bool"):
+        b[True]
     assert np.array_equal(b[-1][0], b[len(b) - 1][0])
 
 
@@ -509,7 +535,7 @@ def test_load_series():
     dates, values = load_series()
     assert len(dates) == len(values) == 1047 and values.dtype == np.float64 and np.isfinite(values).all()
     assert (np.diff(dates) > np.timedelta64(0, "D")).all()
-    with pytest.raises(ValueError, match="unknown series 'msft': expected one of 'goog'"):
+    with pytest.raises(ValueError, match="name must be one of 'goog', got 'msft'"):
         load_series("msft")
 
 

@@ -30,9 +30,11 @@ def _loss(cell, x, R, r_last, rc_last):
     def f(a):
         xx = a.get("x", x)
         if cell == "lstm":
-            hs, cache = fwd(xx, a["params"], a["h0"], a["c0"])
+            layer = LSTM(a["h0"].shape[1], dtype="float64")
+            layer.params = a["params"]
+            hs, cache = layer.forward(xx, (a["h0"], a["c0"]))
             grads, dx, dh0, dc0 = bwd(R, cache, dh_last=r_last, dc_last=rc_last)
-            loss = (hs * R).sum() + (hs[:, -1] * r_last).sum() + (cache["cs"][-1] * rc_last).sum()
+            loss = (hs * R).sum() + (hs[:, -1] * r_last).sum() + (layer.final_state(cache)[1] * rc_last).sum()
             g = {"params": grads, "h0": dh0, "c0": dc0}
         else:
             hs, cache = fwd(xx, a["params"], a["h0"])
@@ -194,6 +196,18 @@ def test_lstm_state_carries_across_chunks():
     np.testing.assert_allclose(np.concatenate([a, b], 1), full, atol=1e-14)
 
 
+def test_stacked_gated_final_state_carries_across_chunks():
+    "A stack of an LSTM and a GRU: `final_state` gives [(h_T, c_T), h_T], a valid h0 for the next chunk."
+    net = StackedRNN([LSTM(5, seed=0, dtype="float64"), GRU(4, seed=1, dtype="float64")]).build(3)
+    x = np.random.default_rng(2).standard_normal((2, 9, 3))
+    full, _ = net.forward(x)
+    a, cache = net.forward(x[:, :5])
+    state = net.final_state(cache)
+    assert isinstance(state[0], tuple) and [s.shape for s in state[0]] == [(2, 5), (2, 5)] and state[1].shape == (2, 4)
+    b, _ = net.forward(x[:, 5:], state)
+    np.testing.assert_allclose(np.concatenate([a, b], 1), full, rtol=0, atol=1e-13)
+
+
 def test_save_load_round_trip(tmp_path):
     net = StackedRNN([LSTM(4, seed=0), Bidirectional(GRU(3, seed=1))]).build(6)
     path = tmp_path / "gated.npz"
@@ -214,18 +228,18 @@ LP, GP = init_lstm_params(3, 4, dtype="float64"), init_gru_params(3, 4, dtype="f
     (lambda: gru_forward(np.full((1, 2, 3), np.inf), GP), "x must be finite"),
     (lambda: lstm_forward(np.array([["a"]]), LP), "x must be a float array"),
     (lambda: gru_forward(np.zeros((2, 5), bool), GP), "x must be a float array"),
-    (lambda: lstm_forward(np.array([[0, 3]]), LP), r"token ids, which must be in \[0, 3\)"),
+    (lambda: lstm_forward(np.array([[0, 3]]), LP), r"x must hold token ids in \[0, 3\), got values in \[0, 3\]"),
     (lambda: lstm_forward(np.zeros((2, 5, 3)), LP, h0=np.zeros((3, 4))), r"h0 must have shape \(2, 4\)"),
     (lambda: lstm_forward(np.zeros((2, 5, 3)), LP, c0=np.full((2, 4), np.nan)), "c0 must be finite"),
     (lambda: gru_forward(np.zeros((2, 5, 3)), GP, h0=np.zeros((2, 4), int)), "h0 must be a floating-point array"),
     (lambda: lstm_forward(np.zeros((2, 5, 3)), GP), r"recurrent_kernel of an LSTM must have shape \(units, 4\*units\)"),
     (lambda: gru_forward(np.zeros((2, 5, 3)), {**GP, "bias": GP["bias"][0]}), r"bias must have shape \(2, 12\)"),
     (lambda: lstm_forward(np.zeros((2, 5, 3)), {**LP, "kernel": LP["kernel"].astype("float32")}), "share one dtype"),
-    (lambda: lstm_forward(np.zeros((2, 5, 3)), {"kernel": LP["kernel"]}), "params of an LSTM must be a dict"),
+    (lambda: lstm_forward(np.zeros((2, 5, 3)), {"kernel": LP["kernel"]}), r"params of an LSTM must be a dict .*, got \['kernel'\]"),
     (lambda: lstm_backward(np.zeros((2, 4, 4)), lstm_forward(np.zeros((2, 5, 3)), LP)[1]), r"dhs must have shape \(2, 5, 4\)"),
     (lambda: lstm_backward(None, lstm_forward(np.zeros((2, 5, 3)), LP)[1], dc_last=np.zeros(4)), r"dc_last must have shape"),
     (lambda: gru_backward(None, gru_forward(np.zeros((2, 5, 3)), GP)[1], dh_last=np.zeros((2, 5))), r"dh_last must have shape"),
-    (lambda: LSTM(4).forward(np.zeros((2, 5, 3)), np.zeros((2, 4))), r"pair \(h0, c0\)"),
+    (lambda: LSTM(4).forward(np.zeros((2, 5, 3)), np.zeros((2, 4))), r"pair \(h0, c0\), .* got ndarray"),
     (lambda: GRU(4).forward(np.zeros((2, 5), int)), r"call build\(vocab_size\)"),
     (lambda: LSTM(0), "units must be an integer >= 1"),
     (lambda: GRU(4, dtype="int32"), "dtype must be a floating-point dtype"),

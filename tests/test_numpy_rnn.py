@@ -1,12 +1,16 @@
 "The NumPy vanilla RNN (`rnn_tutorial.numpy_rnn`): gradients, shapes, dtypes, bad input, saving."
+import os
+
 import numpy as np
 import pytest
 
+from rnn_tutorial import persist
 from rnn_tutorial.numpy_rnn import (
-    ACTIVATIONS, Bidirectional, SimpleRNN, StackedRNN, dense_backward, dense_forward, get_activation,
+    ACTIVATIONS, CELL_GATES, Bidirectional, SimpleRNN, StackedRNN, dense_backward, dense_forward, get_activation,
     gradient_check, init_dense_params, init_rnn_params, load_params, mse, rnn_backward, rnn_forward,
     save_params, softmax_cross_entropy,
 )
+from rnn_tutorial.persist import FormatError
 
 B, T, D, H = 2, 5, 3, 4
 
@@ -162,22 +166,24 @@ X = np.zeros((B, T, D))
     (lambda: rnn_forward(np.full((B, T, D), np.nan), P), "x must be finite"),
     (lambda: rnn_forward(np.zeros((B, 0, D)), P), "at least 1 step"),
     (lambda: rnn_forward(np.zeros((0, T, D)), P), "at least 1 sequence"),
-    (lambda: rnn_forward(np.array([[0, D]]), P), r"token ids, which must be in \[0, 3\)"),
-    (lambda: rnn_forward(np.array([[-1, 0]]), P), r"token ids, which must be in \[0, 3\)"),
+    (lambda: rnn_forward(np.array([[0, D]]), P), r"x must hold token ids in \[0, 3\), got values in \[0, 3\]"),
+    (lambda: rnn_forward(np.array([[-1, 0]]), P), r"x must hold token ids in \[0, 3\), got values in \[-1, 0\]"),
     (lambda: rnn_forward(X, P, h0=np.zeros((B + 1, H))), r"h0 must have shape \(2, 4\), got \(3, 4\)"),
     (lambda: rnn_forward(X, P, h0=np.full((B, H), np.inf)), "h0 must be finite"),
-    (lambda: rnn_forward(X, P, activation="gelu"), "unknown activation 'gelu'; expected one of 'relu', 'sigmoid', 'tanh'"),
+    (lambda: rnn_forward(X, P, activation="gelu"), "activation must be one of 'relu', 'sigmoid', 'tanh', got 'gelu'"),
     (lambda: rnn_forward(X, {**P, "bias": np.zeros(H, "float32")}), "must share one dtype"),
     (lambda: rnn_forward(X, {**P, "bias": np.zeros(H + 1)}), r"bias must have shape \(4\)"),
     (lambda: rnn_forward(X, {**P, "recurrent_kernel": np.zeros((H, H + 1))}), "recurrent_kernel must have shape"),
     (lambda: rnn_forward(X, {**P, "kernel": np.full((D, H), np.nan)}), "kernel must be finite"),
-    (lambda: rnn_forward(X, {"kernel": P["kernel"]}), "params must be a dict with"),
+    (lambda: rnn_forward(X, {"kernel": P["kernel"]}), r"params must be a dict with .*, got \['kernel'\]"),
+    (lambda: rnn_forward(X, [P]), "params must be a dict with .*, got list"),
     (lambda: rnn_backward(np.zeros((B, T, H + 1)), rnn_forward(X, P)[1]), "dhs must have shape"),
     (lambda: rnn_backward(None, rnn_forward(X, P)[1], dh_last=np.zeros(H)), "dh_last must have shape"),
-    (lambda: get_activation("swish"), "unknown activation"),
+    (lambda: get_activation("swish"), "activation must be one of"),
+    (lambda: get_activation(None), "activation must be one of .*, got None"),
     (lambda: SimpleRNN(0), "units must be an integer >= 1, got 0"),
     (lambda: SimpleRNN(2.5), "units must be an integer >= 1"),
-    (lambda: SimpleRNN(3, activation="elu"), "unknown activation 'elu'"),
+    (lambda: SimpleRNN(3, activation="elu"), "activation must be one of .*, got 'elu'"),
     (lambda: init_rnn_params(-1, 3), "input_dim must be an integer >= 1, got -1"),
     (lambda: dense_forward(np.zeros((B, T, H + 1)), init_dense_params(H, 2)), r"h must have shape \(2, 5, 4\)"),
     (lambda: softmax_cross_entropy(np.zeros((B, 3)), np.zeros(B)), "targets must be an integer array"),
@@ -212,10 +218,10 @@ def test_load_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="no parameter file at"):
         load_params(tmp_path / "missing.npz")
     (tmp_path / "corrupt.npz").write_bytes(b"PK\x03\x04 truncated")
-    with pytest.raises(ValueError, match="not a valid .npz parameter file"):
+    with pytest.raises(FormatError, match="corrupt.npz is not a valid parameter file"):
         load_params(tmp_path / "corrupt.npz")
     np.savez(tmp_path / "pickled.npz", a=np.array([{"x": 1}], dtype=object))
-    with pytest.raises(ValueError, match="not a valid .npz parameter file"):
+    with pytest.raises(FormatError, match="pickled.npz is not a valid parameter file"):
         load_params(tmp_path / "pickled.npz")
     with pytest.raises(ValueError, match="numeric arrays only"):
         save_params(tmp_path / "bad.npz", {"a": np.array(["text"])})
@@ -223,15 +229,19 @@ def test_load_errors(tmp_path):
 
 
 def test_interrupted_save_keeps_old_file(tmp_path, monkeypatch):
+    "Interrupted after the new content is written but before it replaces the file: the old file and nothing else."
     path = tmp_path / "p.npz"
     save_params(path, {"a": np.ones(3)})
+    written = []
 
-    def boom(*args, **kwargs):
+    def boom(fd):
+        written.append(os.fstat(fd).st_size)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(np, "savez", boom)
+    monkeypatch.setattr(persist.os, "fsync", boom)
     with pytest.raises(KeyboardInterrupt):
         save_params(path, {"a": np.zeros(3)})
+    assert written and written[0] > 0  # the interruption came after the new content was written
     np.testing.assert_array_equal(load_params(path)["a"], np.ones(3))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p.npz"]
 
@@ -253,3 +263,41 @@ def test_bidirectional_on_token_ids():
         return float((out * R).sum()), grads
 
     assert max(gradient_check(f, bi.params).values()) < 1e-6
+
+
+def test_cell_gates():
+    "The one table of cell kinds: the vanilla cell is 'rnn', with one block of H columns; LSTM 4, GRU 3."
+    assert CELL_GATES == {"rnn": 1, "lstm": 4, "gru": 3}
+    assert init_rnn_params(D, H)["kernel"].shape == (D, CELL_GATES["rnn"] * H)
+
+
+def test_final_state_carries_a_split_sequence():
+    "Running the first steps, then the rest from `final_state`, gives the states of one run over the whole sequence."
+    x = np.random.default_rng(7).standard_normal((B, 9, D))
+    for return_sequences in (True, False):
+        layer = SimpleRNN(H, activation="relu", return_sequences=return_sequences, seed=1, dtype="float64").build(D)
+        whole, cache = layer.forward(x)
+        last = whole[:, -1] if return_sequences else whole
+        np.testing.assert_array_equal(layer.final_state(cache), last)
+        first, c1 = layer.forward(x[:, :4])
+        h4 = layer.final_state(c1)
+        assert not np.allclose(h4, last)  # the state after step 4, not after the whole sequence
+        rest, _ = layer.forward(x[:, 4:], h4)
+        np.testing.assert_allclose(rest, whole[:, 4:] if return_sequences else whole, rtol=0, atol=1e-12)
+
+
+def test_stacked_and_bidirectional_final_state():
+    x = np.random.default_rng(8).standard_normal((B, 7, D))
+    stack = StackedRNN([SimpleRNN(4, seed=0, dtype="float64"), SimpleRNN(3, seed=1, dtype="float64")]).build(D)
+    whole, _ = stack.forward(x)
+    _, c1 = stack.forward(x[:, :3])
+    state = stack.final_state(c1)
+    assert [s.shape for s in state] == [(B, 4), (B, 3)]
+    rest, _ = stack.forward(x[:, 3:], state)  # one state per layer: a valid h0
+    np.testing.assert_allclose(rest, whole[:, 3:], rtol=0, atol=1e-12)
+    bi = Bidirectional(SimpleRNN(4, seed=0, dtype="float64")).build(D)
+    out, cache = bi.forward(x)
+    h_forward, h_backward = bi.final_state(cache)
+    np.testing.assert_array_equal(h_forward, out[:, -1, :4])  # forward direction: after step T
+    np.testing.assert_array_equal(h_backward, out[:, 0, 4:])  # backward direction: after reading back to step 1
+    assert bi.forward(x, bi.final_state(cache))[0].shape == out.shape
