@@ -226,3 +226,30 @@ def test_chapter_opens_and_runs_in_jupyterlab(browser_path, lab):
             raise
         finally:
             page.screenshot(path=str(shot))
+
+
+def test_figures_show_in_jupyterlab(browser_path, lab):
+    "The home page's diagram (a markdown image of nbs/figures/) loads in JupyterLab, as it does on the site."
+    from playwright.sync_api import expect
+
+    base, token, root, log = lab
+    shot = SCREENSHOTS / "jupyterlab-index-figure.png"
+    shot.parent.mkdir(parents=True, exist_ok=True)
+    with chromium(browser_path) as browser:
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.set_default_timeout(STEP_TIMEOUT_MS)
+        page.set_default_navigation_timeout(PAGE_TIMEOUT_MS)
+        try:
+            page.goto(f"{base}/lab/tree/index.ipynb?token={token}", wait_until="domcontentloaded")
+            panel = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden)")
+            image = panel.locator('.jp-RenderedMarkdown img[src*="rnn_unrolled.svg"]').first
+            expect(image).to_be_visible(timeout=PAGE_TIMEOUT_MS)
+            image.scroll_into_view_if_needed()
+            page.wait_for_function("img => img.complete", arg=image.element_handle(), timeout=STEP_TIMEOUT_MS)
+            width = image.evaluate("img => img.naturalWidth")
+            assert width > 0, f"figures/rnn_unrolled.svg did not load in JupyterLab (naturalWidth {width})"
+        except BaseException:
+            print(f"--- jupyter lab log (tail) ---\n{log_tail(log)}")
+            raise
+        finally:
+            page.screenshot(path=str(shot))
