@@ -5,34 +5,32 @@
 # %% ../nbs/21_cli.ipynb #68591072
 from __future__ import annotations
 
-import os
-
 import argparse
 import io
 import json
 import math
+import os
 import platform
 import signal
 import sys
 import time
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from . import __version__
 from . import numpy_train as nt
-from .persist import atomic_write
-from .data import (CORPORA, TBPTTBatches, Vocab, load_corpus, read_text, split_text,
-                               uniform_bits_per_char, unigram_bits_per_char)
-from .numpy_gated import GRU, LSTM
-from .numpy_rnn import SimpleRNN, StackedRNN, flatten_tree, unflatten_tree
+from .apps.generation import beam_search
+from .data import (CORPORA, Vocab, load_corpus, read_text, split_text, uniform_bits_per_char,
+                               unigram_bits_per_char)
+from .numpy_rnn import CELL_GATES, StackedRNN, flatten_tree, unflatten_tree
+from .persist import FormatError, atomic_write, read_json, read_npz, write_json, write_npz
 
 # %% auto #0
-__all__ = ['PROG', 'EXIT_USAGE', 'EXIT_SIGINT', 'EXIT_SIGTERM', 'MODEL_FORMAT', 'MODEL_VERSION', 'TF_CHECKPOINT_FORMAT', 'CELLS',
-           'DEMO_MINUTES', 'CLIError', 'Progress', 'read_config', 'load_model_dir', 'settings', 'plot_loss',
-           'train_run', 'numpy_step', 'beam_continuation', 'stream_sample', 'cmd_train', 'cmd_demo', 'cmd_generate',
-           'cmd_evaluate', 'cmd_info', 'cmd_bench', 'build_parser', 'main']
+__all__ = ['PROG', 'EXIT_USAGE', 'EXIT_SIGINT', 'EXIT_SIGTERM', 'MODEL_DIR_FORMAT', 'MODEL_DIR_VERSION', 'CELLS', 'DEMO_MINUTES',
+           'CLIError', 'Progress', 'read_config', 'load_model_dir', 'make_trainer', 'settings', 'plot_loss',
+           'train_run', 'beam_continuation', 'cmd_train', 'cmd_demo', 'cmd_generate', 'cmd_evaluate', 'cmd_info',
+           'cmd_bench', 'build_parser', 'main']
 
 # %% ../nbs/21_cli.ipynb #1c9d05a8
 PROG = "rnn-tutorial"
@@ -138,28 +136,14 @@ class Progress:
         self.width = 0
 
 # %% ../nbs/21_cli.ipynb #edcb1847
-MODEL_FORMAT, MODEL_VERSION = "rnn-tutorial.model-dir", 1
-TF_CHECKPOINT_FORMAT = "rnn-tutorial.tf-train-checkpoint"
-CELLS = ("rnn", "lstm", "gru")
-_NUMPY_CELLS = {"rnn": SimpleRNN, "lstm": LSTM, "gru": GRU}
+MODEL_DIR_FORMAT, MODEL_DIR_VERSION = "rnn-tutorial.model-dir", 1
+CELLS = tuple(CELL_GATES)  # the --cell choices: "rnn", "lstm", "gru"
 
 def _numpy_layer(cell:str, units:int, layers:int, vocab_size:int, seed:int):
-    "A NumPy recurrent layer: one `SimpleRNN`/`LSTM`/`GRU`, or a built `StackedRNN` of `layers` of them"
-    cls = _NUMPY_CELLS[cell]
+    "A NumPy recurrent layer: one of `numpy_train.NUMPY_LAYERS`, or a built `StackedRNN` of `layers` of them"
+    cls = nt.NUMPY_LAYERS[cell]
     if layers == 1: return cls(units, seed=seed)
     return StackedRNN([cls(units, seed=seed + i) for i in range(layers)]).build(vocab_size)
-
-def _npz_bytes(arrays:dict) -> bytes:
-    "`arrays` as the bytes of an .npz file"
-    buf = io.BytesIO(); np.savez(buf, **arrays)
-    return buf.getvalue()
-
-def _read_json(path:Path, what:str) -> dict:
-    "A JSON object from `path`, or a `ValueError` saying the file is corrupt"
-    try: d = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e: raise ValueError(f"{path} is not a valid {what}: {e}") from e
-    if not isinstance(d, dict): raise ValueError(f"{path} is not a valid {what}: expected a JSON object")
-    return d
 
 def read_config(
     path:str|os.PathLike, # a model directory
@@ -167,14 +151,14 @@ def read_config(
     "The `config.json` of a model directory, checked for format and version"
     path = Path(path)
     if not path.exists(): raise FileNotFoundError(f"no such directory: {path}")
-    if not path.is_dir(): raise ValueError(f"{path} is not a directory: expected a model directory made by `rnn-tutorial train` or `demo`")
+    if not path.is_dir(): raise FormatError(f"{path} is not a directory: expected a model directory made by `rnn-tutorial train` or `demo`")
     if not (path / "config.json").is_file():
-        raise ValueError(f"{path} is not a model directory: it has no config.json (expected the --out directory of `rnn-tutorial train` or `demo`)")
-    cfg = _read_json(path / "config.json", "model configuration")
-    if cfg.get("format") != MODEL_FORMAT: raise ValueError(f"{path}/config.json is not an rnn-tutorial model configuration (format {cfg.get('format')!r})")
-    if cfg.get("version") != MODEL_VERSION:
-        raise ValueError(f"{path} was saved by another version of rnn-tutorial ({cfg.get('package_version')}, model format version "
-                         f"{cfg.get('version')!r}); this is rnn-tutorial {__version__}, which reads version {MODEL_VERSION}: retrain it")
+        raise FormatError(f"{path} is not a model directory: it has no config.json (expected the --out directory of `rnn-tutorial train` or `demo`)")
+    cfg = read_json(path / "config.json", "model configuration")
+    if cfg.get("format") != MODEL_DIR_FORMAT: raise FormatError(f"{path}/config.json is not an rnn-tutorial model configuration (format {cfg.get('format')!r})")
+    if cfg.get("version") != MODEL_DIR_VERSION:
+        raise FormatError(f"{path} was saved by another version of rnn-tutorial ({cfg.get('package_version')}, model format version "
+                         f"{cfg.get('version')!r}); this is rnn-tutorial {__version__}, which reads version {MODEL_DIR_VERSION}: retrain it")
     return cfg
 
 def load_model_dir(
@@ -184,162 +168,44 @@ def load_model_dir(
     path = Path(path)
     cfg = read_config(path)
     try: vocab = Vocab.load(path / "vocab.json")
-    except FileNotFoundError: raise ValueError(f"{path} has no vocab.json: the model directory is incomplete") from None
+    except FileNotFoundError: raise FormatError(f"{path} has no vocab.json: the model directory is incomplete") from None
     try:
         cell, units, layers, V, seed = (cfg[k] for k in ("cell", "units", "layers", "vocab_size", "seed"))
         if cell not in CELLS or len(vocab) != V: raise ValueError(f"cell {cell!r}, vocabulary of {len(vocab)} for vocab_size {V}")
         model = nt.init_model(V, units, seed, layer=_numpy_layer(cell, units, layers, V, seed))
-    except (KeyError, TypeError, ValueError) as e: raise ValueError(f"{path}/config.json is inconsistent: {e}") from e
+    except (KeyError, TypeError, ValueError) as e: raise FormatError(f"{path}/config.json is inconsistent: {e}") from e
     wpath = path / "weights.npz"
-    if not wpath.is_file(): raise ValueError(f"{path} has no weights.npz: the model directory is incomplete (was training stopped before its first checkpoint?)")
-    try:
-        with np.load(wpath, allow_pickle=False) as f: flat = {k: f[k] for k in f.files}
-    except Exception as e: raise ValueError(f"{wpath} is not a valid weights file (corrupt or truncated): {e}") from e
+    if not wpath.is_file(): raise FormatError(f"{path} has no weights.npz: the model directory is incomplete (was training stopped before its first checkpoint?)")
+    flat, _ = read_npz(wpath, noun="weights file")
     expected = flatten_tree(model.params)
     if set(flat) != set(expected) or any(flat[k].shape != expected[k].shape for k in expected):
-        raise ValueError(f"{wpath} does not fit the model in config.json ({cell}, {units} units, {layers} layer(s), {V} characters)")
+        raise FormatError(f"{wpath} does not fit the model in config.json ({cell}, {units} units, {layers} layer(s), {V} characters)")
     model.params = unflatten_tree({k: v.astype(expected[k].dtype) for k, v in flat.items()})
     return model, vocab, cfg
 
 # %% ../nbs/21_cli.ipynb #715e8724
 def _tf():
-    "`(tf, keras)` through `tf_rnn.import_tensorflow`, with deterministic ops"
-    from rnn_tutorial.tf_setup import import_tensorflow, quiet_stderr
-    tf, keras = import_tensorflow()
-    with quiet_stderr(): tf.config.experimental.enable_op_determinism()
-    return tf, keras
+    "`(tf, keras)`, configured with deterministic ops before the first TensorFlow step"
+    from rnn_tutorial.tf_setup import configure_tensorflow, import_tensorflow
+    configure_tensorflow(deterministic=True)
+    return import_tensorflow()
 
-_STACKED = None
-
-def _stacked_char_model(vocab_size:int, units:int, kind:str, layers:int):
-    "`tf_rnn.CharModel` with `layers` recurrent layers: the states of all layers in one list, as `TrainStep` expects"
-    global _STACKED
-    if _STACKED is None:
-        from rnn_tutorial.tf_rnn import CharModel, from_keras_weights, make_layer
-        tf, keras = _tf()
-        class StackedCharModel(CharModel):
-            "A `CharModel` with several recurrent layers, each layer's outputs the next one's inputs"
-            def __init__(self, vocab_size, units, kind, layers, **kwargs):
-                super().__init__(vocab_size, units, kind, **kwargs)
-                self.n_layers = layers
-                self.rnns = [self.rnn] + [make_layer(kind, units, return_state=True, dtype=self.dtype_policy) for _ in range(layers - 1)]
-            @property
-            def n_states(self): return self.n_layers * (2 if self.kind == "lstm" else 1)
-            def build(self, input_shape=None):
-                self.rnns[0].build((None, None))
-                for r in self.rnns[1:]: r.build((None, None, self.units))
-                self.dense.build((None, None, self.units)); self.built = True
-            def call(self, ids, initial_state=None, mask=None):
-                per, x, finals = self.n_states // self.n_layers, ids, []
-                for i, rnn in enumerate(self.rnns):
-                    s = None if initial_state is None else list(initial_state[i * per:(i + 1) * per])
-                    x, *state = rnn(x, initial_state=s, mask=mask); finals += state
-                return self.dense(x), finals
-            @property
-            def params(self):
-                return {"rnn": {f"layer{i}": from_keras_weights(r) for i, r in enumerate(self.rnns)}, "dense": from_keras_weights(self.dense)}
-            def get_config(self): return {**super().get_config(), "layers": self.n_layers}
-        _STACKED = StackedCharModel
-    return _STACKED(vocab_size, units, kind, layers)
-
-class _NumpyRun:
-    "The NumPy backend: `numpy_train.Trainer` and its checkpoints, unchanged"
-    def __init__(self, data:nt.CharData, s:dict):
-        V = len(data.vocab)
-        model = nt.init_model(V, s["units"], s["seed"], layer=_numpy_layer(s["cell"], s["units"], s["layers"], V, s["seed"]))
-        self.trainer = nt.Trainer(model, data.train, data.valid, nt.Adam(s["lr"]), s["batch_size"], s["seq_len"],
-                                  clip_norm=s["clip"] or None, eval_every=s["eval_every"], eval_chars=s["eval_chars"], seed=s["seed"])
-    @property
-    def step(self) -> int: return self.trainer.step
-    @property
-    def log(self) -> dict: return self.trainer.log
-    def train_step(self) -> float: return self.trainer.train_step()
-    def params(self) -> dict: return self.trainer.model.params
-    def evaluate(self, ids:np.ndarray) -> float: return nt.evaluate(self.trainer.model, ids, seq_len=self.trainer.seq_len).nats
-    def save_checkpoint(self, path:Path): nt.save_checkpoint(path, self.trainer)
-    def load_checkpoint(self, path:Path): nt.load_checkpoint(path, self.trainer)
-
-class _TFRun:
-    "The TensorFlow backend: `tf_rnn.CharModel` and `TrainStep`, driven exactly as `numpy_train.Trainer` drives the NumPy model"
-    def __init__(self, data:nt.CharData, s:dict):
-        tf, keras = _tf()
-        from rnn_tutorial.tf_rnn import CharModel, TFAdam, TrainStep
-        self.tf, V = tf, len(data.vocab)
-        keras.utils.set_random_seed(s["seed"])  # the initial weights
-        self.model = CharModel(V, s["units"], s["cell"]) if s["layers"] == 1 else _stacked_char_model(V, s["units"], s["cell"], s["layers"])
-        self.model.build((None, None))
-        self.optimizer = TFAdam(s["lr"])
-        self.train_fn = TrainStep(self.model, self.optimizer, clip_norm=s["clip"] or None)
-        self.train_ids, self.valid_ids = data.train, data.valid[:s["eval_chars"]]
-        self.batch_size, self.seq_len, self.eval_every = s["batch_size"], s["seq_len"], s["eval_every"]
-        self.rng = np.random.default_rng(s["seed"])  # the epoch offsets, as in numpy_train.Trainer
-        self.step, self.epoch, self.k, self.offset, self.state = 0, 0, 0, 0, None
-        self.batches = TBPTTBatches(self.train_ids, self.batch_size, self.seq_len, self.offset)
-        self.log, self._eval_fn = {"train": [], "valid": []}, None
-
-    def train_step(self) -> float:
-        "One window, as `numpy_train.Trainer.train_step`; returns the loss in nats"
-        x, y = nt.next_window(self)
-        loss, norm, state = self.train_fn(x, y, self.state)
-        loss, norm = float(loss), float(norm)
-        if not (math.isfinite(loss) and math.isfinite(norm)):
-            raise FloatingPointError(f"the loss or the gradients are not finite at step {self.step + 1}: lower the learning rate")
-        self.state, self.k, self.step = list(state), self.k + 1, self.step + 1
-        self.log["train"].append([self.step, loss, norm])
-        if self.eval_every and self.step % self.eval_every == 0: self.log["valid"].append([self.step, self.evaluate(self.valid_ids)])
-        return loss
-
-    def params(self) -> dict: return self.model.params
-
-    def evaluate(self, ids:np.ndarray, batch_size:int=32) -> float:
-        "Mean next-character loss (nats) over `ids`, streams and padding as in `numpy_train.evaluate`"
-        tf = self.tf
-        if self._eval_fn is None:
-            def window(x, y, w, state):
-                logits, final = self.model(x, initial_state=state)
-                return tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(y, logits) * w), final
-            self._eval_fn = tf.function(window, reduce_retracing=True)
-        N = ids.size - 1
-        B = min(batch_size, N); n = -(-N // B)
-        x, y, w = np.zeros(B * n, np.int32), np.zeros(B * n, np.int32), np.zeros(B * n, np.float32)
-        x[:N], y[:N], w[:N] = ids[:-1], ids[1:], 1
-        x, y, w = x.reshape(B, n), y.reshape(B, n), w.reshape(B, n)
-        state = [tf.zeros((B, self.model.units))] * self.model.n_states
-        total = 0.0
-        for s in range(0, n, self.seq_len):
-            nll, state = self._eval_fn(x[:, s:s + self.seq_len], y[:, s:s + self.seq_len], w[:, s:s + self.seq_len], state)
-            total += float(nll)
-        return total / N
-
-    def save_checkpoint(self, path:Path):
-        "Model and optimizer variables, carried state, data position, generator and log, as one .npz written atomically"
-        arrays = {f"model/{i}": v.numpy() for i, v in enumerate(self.model.weights)}
-        arrays.update({f"optimizer/{i}": v.numpy() for i, v in enumerate(self.optimizer.variables)})
-        arrays.update({f"state/{i}": np.asarray(s) for i, s in enumerate(self.state or [])})
-        meta = {"format": TF_CHECKPOINT_FORMAT, "version": 1, "step": self.step, "epoch": self.epoch, "k": self.k,
-                "offset": self.offset, "has_state": self.state is not None, "rng": self.rng.bit_generator.state, "log": self.log,
-                "model": [v.path for v in self.model.weights], "optimizer": [v.path for v in self.optimizer.variables]}
-        arrays["meta.json"] = np.frombuffer(json.dumps(meta).encode("utf-8"), np.uint8)
-        atomic_write(path, _npz_bytes(arrays))
-
-    def load_checkpoint(self, path:Path):
-        "Restore the run saved by `save_checkpoint`"
-        try:
-            with np.load(path, allow_pickle=False) as f: arrays = {k: f[k] for k in f.files}
-            meta = json.loads(arrays.pop("meta.json").tobytes().decode("utf-8"))
-        except Exception as e: raise ValueError(f"{path} is not a valid checkpoint (corrupt or truncated): {e}") from e
-        if meta.get("format") != TF_CHECKPOINT_FORMAT or meta.get("version") != 1:
-            raise ValueError(f"{path} is not a TensorFlow checkpoint of this command (expected format {TF_CHECKPOINT_FORMAT!r}, version 1)")
-        for group, variables in (("model", self.model.weights), ("optimizer", self.optimizer.variables)):
-            saved = [arrays.get(f"{group}/{i}") for i in range(len(meta[group]))]
-            if len(saved) != len(variables) or any(a is None or a.shape != tuple(v.shape) for a, v in zip(saved, variables)):
-                raise ValueError(f"{path} holds {group} variables that do not fit this model")
-            for a, v in zip(saved, variables): v.assign(a)
-        n = sum(k.startswith("state/") for k in arrays)
-        self.state = [self.tf.constant(arrays[f"state/{i}"]) for i in range(n)] if meta["has_state"] else None
-        self.step, self.epoch, self.k, self.offset, self.log = meta["step"], meta["epoch"], meta["k"], meta["offset"], meta["log"]
-        self.rng.bit_generator.state = meta["rng"]
-        self.batches = TBPTTBatches(self.train_ids, self.batch_size, self.seq_len, self.offset)
+def make_trainer(
+    data:nt.CharData, # the training data
+    s:dict, # from `settings`
+) -> nt.TrainerBase: # `numpy_train.Trainer` or `tf_train.TFTrainer`
+    "The trainer of a run's settings, either backend, with the same arguments"
+    V = len(data.vocab)
+    args = dict(batch_size=s["batch_size"], seq_len=s["seq_len"], clip_norm=s["clip"] or None,
+                eval_every=s["eval_every"], eval_chars=s["eval_chars"], seed=s["seed"])
+    if s["backend"] == "tf":
+        _tf()
+        from rnn_tutorial.tf_rnn import TFAdam
+        from rnn_tutorial.tf_train import TFTrainer, char_model
+        model = char_model(V, s["units"], s["cell"], s["layers"], seed=s["seed"])
+        return TFTrainer(model, data.train, data.valid, TFAdam(s["lr"]), **args)
+    model = nt.init_model(V, s["units"], s["seed"], layer=_numpy_layer(s["cell"], s["units"], s["layers"], V, s["seed"]))
+    return nt.Trainer(model, data.train, data.valid, nt.Adam(s["lr"]), **args)
 
 # %% ../nbs/21_cli.ipynb #c8877995
 _FLAGS = {"batch_size": "--batch-size", "seq_len": "--seq-len", "eval_every": "--eval-every", "eval_chars": "--eval-chars",
@@ -447,9 +313,9 @@ class _Stop:
 def _save_run(run, out:Path, config:dict):
     "Checkpoint, weights, log and config of `run`, each written atomically"
     run.save_checkpoint(out / "checkpoint.npz")
-    atomic_write(out / "weights.npz", _npz_bytes(flatten_tree(run.params())))
+    write_npz(out / "weights.npz", flatten_tree(run.model.params))
     atomic_write(out / "log.jsonl", _log_lines(run.log))
-    atomic_write(out / "config.json", json.dumps({**config, "steps_done": run.step}, indent=1) + "\n")
+    write_json(out / "config.json", {**config, "steps_done": run.step})
 
 def train_run(
     s:dict, # from `settings`
@@ -465,18 +331,18 @@ def train_run(
 ) -> int: # exit status: 0, or 130/143 when stopped by SIGINT/SIGTERM
     "Train (or resume) a run in `out`, with progress on stderr, checkpoints, and a summary on stdout"
     out, stdout = Path(out), sys.stdout if stdout is None else stdout
-    run = (_TFRun if s["backend"] == "tf" else _NumpyRun)(data, s)
+    run = make_trainer(data, s)
     if resume:
         try: run.load_checkpoint(out / "checkpoint.npz")
         except (OSError, ValueError, KeyError) as e: raise CLIError(f"--resume: {e}") from None
     V = len(data.vocab)
-    config = {"format": MODEL_FORMAT, "version": MODEL_VERSION, "package_version": __version__, "command": command,
+    config = {"format": MODEL_DIR_FORMAT, "version": MODEL_DIR_VERSION, "package_version": __version__, "command": command,
               "backend": s["backend"], "cell": s["cell"], "units": s["units"], "layers": s["layers"], "vocab_size": V,
               "seed": s["seed"], "vocab": "vocab.json", "weights": "weights.npz", "settings": s}
     out.mkdir(parents=True, exist_ok=True)
     if not resume: (out / "checkpoint.npz").unlink(missing_ok=True)  # a stale checkpoint must never be resumed
     data.vocab.save(out / "vocab.json")
-    atomic_write(out / "config.json", json.dumps({**config, "steps_done": run.step}, indent=1) + "\n")
+    write_json(out / "config.json", {**config, "steps_done": run.step})
     uniform, unigram = uniform_bits_per_char(V), unigram_bits_per_char(data.train, data.valid, V)
     tokens = s["batch_size"] * s["seq_len"]
     progress = Progress(steps, None if minutes is None else 60 * minutes, run.step, every=progress_every)
@@ -499,12 +365,12 @@ def train_run(
             progress.line(f"stopped by {name} at step {run.step}: checkpoint saved in {out / 'checkpoint.npz'}; "
                           f"run the same command with --resume to continue")
             return code
-    valid = run.evaluate(data.valid)
+    valid = run.evaluate(data.valid).nats
     speed = (run.step - start_step) * tokens / max(seconds, 1e-9)
     summary = {"steps": run.step, "seconds": round(seconds, 3), "tokens_per_second": round(speed, 1),
                "valid_chars": int(data.valid.size - 1), "valid_loss_nats": valid, "valid_bits_per_char": nt.bits(valid),
                "valid_perplexity": math.exp(valid), "uniform_bits_per_char": uniform, "unigram_bits_per_char": unigram}
-    atomic_write(out / "summary.json", json.dumps(summary, indent=1) + "\n")
+    write_json(out / "summary.json", summary)
     print(f"trained a {s['cell']} ({s['backend']}, {s['layers']} x {s['units']} units) on {data.name} for {run.step} steps "
           f"in {_hms(seconds)} ({speed:,.0f} tokens/s)", file=stdout)
     print(f"held-out loss: {valid:.3f} nats/char = {nt.bits(valid):.3f} bits/char on {data.valid.size - 1:,} characters "
@@ -513,20 +379,6 @@ def train_run(
     return 0
 
 # %% ../nbs/21_cli.ipynb #0475ca65
-def _log_softmax(z:np.ndarray) -> np.ndarray:
-    "log softmax over the last axis, in float64"
-    z = np.asarray(z, np.float64); z = z - z.max(-1, keepdims=True)
-    return z - np.log(np.exp(z).sum(-1, keepdims=True))
-
-def numpy_step(
-    model:nt.CharRNN, # the model
-) -> Callable: # `step(state, ids (beams,)) -> (log_probs (beams, V) float64, new_state)`
-    "A `step` function over a NumPy `CharRNN`, as `apps.generation.beam_search` takes: one character per sequence in, next-character log-probabilities out"
-    def step(state, ids):
-        logits, _, state = nt.forward(model, np.asarray(ids, np.int32).reshape(-1, 1), state)
-        return _log_softmax(logits[:, -1]), state
-    return step
-
 def beam_continuation(
     model:nt.CharRNN, # the model
     vocab:Vocab, # its vocabulary
@@ -536,29 +388,13 @@ def beam_continuation(
 ) -> tuple: # (the most likely continuation, its log-probability in nats)
     "The most likely `length` characters after `prime` found by the beam search of chapter 7 (`apps.generation.beam_search`) of width `beam`"
     if length == 0: return "", 0.0
-    from rnn_tutorial.apps.generation import beam_search  # it imports TensorFlow: only when a beam search is asked for
-    (ids, score), *_ = beam_search(numpy_step(model), None, vocab.encode(prime), beam, length)
+    (ids, score), *_ = beam_search(nt.numpy_step(model), None, vocab.encode(prime), beam, length)
     return vocab.decode(np.array(ids, np.int32)), score
 
-def stream_sample(
-    model:nt.CharRNN, # the model
-    vocab:Vocab, # its vocabulary
-    prime:str="\n", # text to start from
-    length:int=500, # characters to generate
-    temperature:float=1.0, # as in `numpy_train.sample`
-    top_k:int|None=None, # as in `numpy_train.sample`
-    seed:int|None=0, # seed of the sampling
-):
-    "Yield the characters `numpy_train.sample` would return, one at a time, as they are generated"
-    rng = np.random.default_rng(seed)
-    logits, _, state = nt.forward(model, vocab.encode(prime)[None], None)
-    z = logits[0, -1]
-    for t in range(length):
-        i = nt.sample_next_id(z, temperature, top_k, rng)
+def _sample_chars(model:nt.CharRNN, vocab:Vocab, prime:str, length:int, temperature:float, top_k:int|None, seed:int):
+    "The characters of `numpy_train.sample_stream` over the model, one at a time, as they are drawn"
+    for i in nt.sample_stream(nt.numpy_step(model), None, vocab.encode(prime), length, temperature, top_k, seed):
         yield vocab.decode(np.array([i], np.int32))
-        if t + 1 < length:
-            logits, _, state = nt.forward(model, np.array([[i]], np.int32), state)
-            z = logits[0, -1]
 
 # %% ../nbs/21_cli.ipynb #bc0c93dc
 def _model_arg(path:str) -> tuple:
@@ -592,7 +428,8 @@ def cmd_demo(args) -> int:
     model, vocab, _ = load_model_dir(out)
     prime = "The "
     print(f"\nsample (temperature {args.temperature}, seed {args.seed}):\n{prime}", end="")
-    for ch in stream_sample(model, vocab, prime, args.length, args.temperature, None, args.seed): print(ch, end="", flush=True)
+    for ch in _sample_chars(model, vocab, prime, args.length, args.temperature, None, args.seed):
+        print(ch, end="", flush=True)
     print(f"\n\nmore: rnn-tutorial generate --model {out} --prime 'def ' --temperature 0.8")
     return 0
 
@@ -610,7 +447,7 @@ def cmd_generate(args) -> int:
         sys.stdout.write(text)
     else:
         text = ""
-        for ch in stream_sample(model, vocab, args.prime, args.length, args.temperature, args.top_k, args.seed):
+        for ch in _sample_chars(model, vocab, args.prime, args.length, args.temperature, args.top_k, args.seed):
             sys.stdout.write(ch); sys.stdout.flush(); text += ch
     if not (args.prime + text).endswith("\n"): sys.stdout.write("\n")
     sys.stdout.flush()
@@ -634,7 +471,7 @@ def cmd_evaluate(args) -> int:
 
 def cmd_info(args) -> int:
     "info: versions, devices, and what TensorFlow would use for training here"
-    tf, keras = _tf()
+    _tf()
     from rnn_tutorial.tf_setup import device_report
     rep = device_report()
     pol = rep["policy"]
@@ -656,12 +493,7 @@ def cmd_info(args) -> int:
 
 def cmd_bench(argv:list) -> int:
     "bench: run the benchmark of the performance chapter, `rnn_tutorial.bench.main(argv)`"
-    try: from rnn_tutorial import bench
-    except ModuleNotFoundError as e:
-        if e.name not in ("rnn_tutorial.bench",): raise
-        print(f"{PROG} bench: error: this version of rnn-tutorial has no benchmark module (rnn_tutorial.bench): "
-              "it comes with the performance chapter", file=sys.stderr)
-        return EXIT_USAGE
+    from rnn_tutorial import bench  # the benchmark's own imports only when it is asked for
     return bench.main(list(argv))
 
 # %% ../nbs/21_cli.ipynb #52ac6f7e

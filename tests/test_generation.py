@@ -1,13 +1,16 @@
-"Generation (`rnn_tutorial.apps.generation`): beam search against brute force on tiny models, greedy limits of sampling and beam search, streaming against recomputing the prefix, state reordering, and every bad-input error."
+"""Generation (`rnn_tutorial.apps.generation`): beam search against brute force on tiny models, greedy limits of
+sampling and beam search, streaming against recomputing the prefix, state reordering, and every bad-input error."""
 import itertools
 
 import numpy as np
 import pytest
 
-from rnn_tutorial.apps.generation import beam_search, bits_per_char, complete, keras_step, sample_stream
+from rnn_tutorial.apps.generation import beam_search, complete
 from rnn_tutorial.data import Vocab
+from rnn_tutorial.numpy_train import evaluate_windows, sample_stream
 from rnn_tutorial.tf_rnn import CharModel
 from rnn_tutorial.tf_setup import import_tensorflow
+from rnn_tutorial.tf_train import keras_step, keras_window
 
 tf, keras = import_tensorflow()
 
@@ -15,11 +18,13 @@ tf, keras = import_tensorflow()
 def numpy_lm(V=3, H=4, seed=0, scale=1.5, lstm=False):
     "A random tanh RNN (or a state of two arrays, LSTM-like in shape) language model as a batched `step` function."
     r = np.random.default_rng(seed)
-    W_xh, W_hh, W_hy, b = r.normal(0, 1, (V, H)), r.normal(0, 0.8, (H, H)), r.normal(0, scale, (H, V)), r.normal(0, 1, V)
+    W_xh, W_hh = r.normal(0, 1, (V, H)), r.normal(0, 0.8, (H, H))
+    W_hy, b = r.normal(0, scale, (H, V)), r.normal(0, 1, V)
 
     def step(state, ids):
         ids = np.asarray(ids)
-        if state is None: state = (np.zeros((ids.size, H)), np.zeros((ids.size, H))) if lstm else np.zeros((ids.size, H))
+        if state is None:
+            state = (np.zeros((ids.size, H)), np.zeros((ids.size, H))) if lstm else np.zeros((ids.size, H))
         h_prev = state[0] + 0.5 * state[1] if lstm else state
         h = np.tanh(W_xh[ids] + h_prev @ W_hh)
         z = h @ W_hy + b
@@ -86,12 +91,13 @@ def test_beam_search_with_end_token_equals_brute_force(seed):
 
 
 def test_beam_search_stops_when_every_beam_has_ended():
-    V = 3
     def always_end(state, ids):  # token 2 has probability ~1 everywhere
         lp = np.log(np.tile([1e-9, 1e-9, 1 - 2e-9], (len(ids), 1)))
         return lp, None
     calls = []
-    def counting(state, ids): calls.append(len(ids)); return always_end(state, ids)
+    def counting(state, ids):
+        calls.append(len(ids))
+        return always_end(state, ids)
     out = beam_search(counting, None, [0], beam_width=2, length=10, end_id=2)
     assert out[0][0] == [2] and len(calls) == 1 + 1  # prefix, then one step for the unfinished second beam
 
@@ -136,7 +142,9 @@ def test_sampling_distribution_temperature_and_top_k():
 def test_sample_stream_reads_the_prefix_once_and_stops_at_end():
     step = numpy_lm(4, seed=2)
     calls = []
-    def counting(state, ids): calls.append(len(ids)); return step(state, ids)
+    def counting(state, ids):
+        calls.append(len(ids))
+        return step(state, ids)
     out = list(sample_stream(counting, None, [0, 1, 2], 10, seed=0))
     assert len(out) == 10 and len(calls) == 3 + 10 - 1 and set(calls) == {1}
     first = out[0]
@@ -197,9 +205,15 @@ def test_complete(char_model):
     # a step function is accepted as the model, and gives the same answer
     assert complete(keras_step(model), vocab, "ab", n=3, length=5, beam_width=6, end=" ") == out
     with pytest.raises(ValueError, match="prefix"): complete(model, vocab, "", n=1)
-    with pytest.raises(ValueError, match="n must be at most beam_width"): complete(model, vocab, "ab", n=5, beam_width=2)
+    with pytest.raises(ValueError, match="n must be at most beam_width"):
+        complete(model, vocab, "ab", n=5, beam_width=2)
     with pytest.raises(ValueError, match="end must be"): complete(model, vocab, "ab", end="z")
     with pytest.raises(ValueError, match="not in the vocabulary"): complete(model, vocab, "xyz")
+
+
+def bits_per_char(model, ids, batch_size=16, seq_len=128):
+    "What chapter 7 reports: the one evaluator over the Keras window function"
+    return evaluate_windows(keras_window(model), ids, batch_size, seq_len, model.vocab_size).bits_per_char
 
 
 def test_bits_per_char(char_model):
@@ -207,6 +221,10 @@ def test_bits_per_char(char_model):
     model = models["gru"]
     ids = np.random.default_rng(0).integers(0, len(vocab), 2000).astype(np.int32)
     b = bits_per_char(model, ids, batch_size=4, seq_len=50)
+    # every prediction counts once: windows of 7 (a ragged tail in every stream) give the same figure as 50
+    np.testing.assert_allclose(bits_per_char(model, ids, batch_size=4, seq_len=7), b, rtol=1e-5)
+    np.testing.assert_allclose(bits_per_char(model, ids[:1003], batch_size=4, seq_len=50),
+                               bits_per_char(model, ids[:1003], batch_size=1, seq_len=1002), rtol=1e-5)
     assert 0 < b < 2 * np.log2(len(vocab))
     # a single stream read in one window equals the log-loss of one full call
     lp = tf.nn.log_softmax(model(ids[None, :1001])[0][0]).numpy()
@@ -225,7 +243,8 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="prefix_ids"): beam_search(step, None, [-1], 2, 3)
     with pytest.raises(ValueError, match="end_id"): beam_search(step, None, [0], 2, 3, end_id=-1)
     with pytest.raises(ValueError, match="step must be a callable"): beam_search(None, None, [0], 2, 3)
-    with pytest.raises(ValueError, match="log_probs of shape"): beam_search(lambda s, i: (np.zeros(3), s), None, [0], 2, 3)
+    with pytest.raises(ValueError, match="log_probs of shape"):
+        beam_search(lambda s, i: (np.zeros(3), s), None, [0], 2, 3)
     with pytest.raises(ValueError, match="pair"): beam_search(lambda s, i: np.zeros((1, 3)), None, [0], 2, 3)
     with pytest.raises(ValueError, match="length"): sample_stream(step, None, [0], -1)
     with pytest.raises(ValueError, match="temperature"): sample_stream(step, None, [0], 3, temperature=-0.5)

@@ -1,4 +1,5 @@
-"The NumPy training chapter (`rnn_tutorial.numpy_train`): optimizers, clipping, the trainer, exact resume, sampling, saving, bad input."
+"""The NumPy training chapter (`rnn_tutorial.numpy_train`): optimizers, clipping, the trainer, exact resume,
+sampling, saving, bad input."""
 import math
 
 import numpy as np
@@ -10,8 +11,9 @@ from rnn_tutorial.numpy_rnn import SimpleRNN, StackedRNN, flatten_tree, gradient
 from rnn_tutorial.numpy_train import (
     SGD, Adam, CharRNN, Momentum, Trainer, backward, bits, clip_by_global_norm, clip_by_value, compute_loss, evaluate,
     final_state, forward, get_data, global_norm, init_model, load_checkpoint, load_model, predict, read_checkpoint,
-    sample, sample_next_id, save_checkpoint, save_model, update,
+    NUMPY_MODEL_FORMAT, sample, sample_next_id, save_model, update,
 )
+from rnn_tutorial.persist import FormatError, read_npz, write_npz
 
 TEXT = "the quick brown fox jumps over the lazy dog. " * 60
 VOCAB = Vocab(TEXT)
@@ -74,7 +76,8 @@ def test_optimizer_state_dict_round_trip(cls):
     other, theta2 = cls(0.5), {"w": theta["w"].copy(), "b": {"c": theta["b"]["c"].copy()}}
     other.load_state_dict(opt.state_dict())
     assert other.lr == 0.01 and other.t == 3
-    opt.step(theta, grads(5)); other.step(theta2, grads(5))
+    opt.step(theta, grads(5))
+    other.step(theta2, grads(5))
     assert np.array_equal(theta["w"], theta2["w"]) and np.array_equal(theta["b"]["c"], theta2["b"]["c"])
 
 
@@ -116,6 +119,26 @@ def test_clip_by_global_norm(dtype):
     for k, v in flatten_tree(grads).items():
         assert v.dtype == dtype
         np.testing.assert_allclose(v, before[k] / 3, rtol=1e-6)
+
+
+def test_clipping_at_the_limit_not_twice_the_limit():
+    "Norm 5 clipped to 4 (a clip at twice the limit, 8, would leave it); components in (c, 2c] are clipped to c"
+    g = {"a": np.array([3.0, 0.0]), "b": np.array([4.0])}
+    assert clip_by_global_norm(g, 4.0) == 5.0
+    assert global_norm(g) == pytest.approx(4.0)
+    np.testing.assert_allclose(g["a"], [2.4, 0.0])
+    g = {"a": np.array([3.0, 0.0]), "b": np.array([4.0])}
+    assert clip_by_global_norm(g, 5.0) == 5.0  # exactly at the limit: unchanged
+    np.testing.assert_array_equal(g["a"], [3.0, 0.0])
+    g = {"w": np.array([1.5, -1.9, 1.0, -0.3, 2.5])}
+    assert clip_by_value(g, 1.0) == 3  # 1.5, -1.9 and 2.5 are above the limit; 1.0 is at it
+    np.testing.assert_array_equal(g["w"], [1.0, -1.0, 1.0, -0.3, 1.0])
+    p, grads = {"w": np.zeros(2)}, {"w": np.array([3.0, 4.0])}  # through `update`: the step applied is clipped
+    assert update(p, grads, SGD(1.0), clip_norm=4.0) == 5.0
+    np.testing.assert_allclose(p["w"], [-2.4, -3.2])
+    p, grads = {"w": np.zeros(2)}, {"w": np.array([1.5, -0.5])}
+    update(p, grads, SGD(1.0), clip_norm=None, clip_value=1.0)
+    np.testing.assert_array_equal(p["w"], [-1.0, 0.5])
 
 
 def test_clip_by_value():
@@ -170,21 +193,25 @@ def test_forward_carries_state_exactly():
     b, _, hb = forward(model, x[:, 7:], ha)
     np.testing.assert_allclose(np.concatenate([a, b], 1), logits, rtol=1e-12)
     np.testing.assert_allclose(hb, h, rtol=1e-12)
-    hb[:] = 0  # the returned state is a copy: changing it changes nothing else
-    assert not np.array_equal(forward(model, x[:, 7:], ha)[2], hb)
+    dlogits = compute_loss(logits, x)[1]
+    before = flatten_tree(backward(model, dlogits, forward(model, x)[1]))
+    logits, cache, h = forward(model, x)
+    h[:] = 123.0  # the returned state is a copy: changing it leaves the cache (which backward reads) alone
+    after = flatten_tree(backward(model, dlogits, cache))
+    assert all(np.array_equal(before[k], after[k]) for k in before)
 
 
 def test_model_bad_input():
     model = init_model(V, units=8)
     with pytest.raises(ValueError, match="x must be a 2-D integer array"):
         forward(model, np.zeros((2, 3, V)))
-    with pytest.raises(ValueError, match="x holds token ids"):
+    with pytest.raises(ValueError, match="x must hold token ids"):
         forward(model, np.array([[0, V]]))
     with pytest.raises(ValueError, match="return_sequences=True"):
         CharRNN(V, SimpleRNN(8, return_sequences=False))
     with pytest.raises(ValueError, match="vocab_size must be an integer >= 1"):
         CharRNN(0)
-    with pytest.raises(TypeError, match="give it a final_state"):
+    with pytest.raises(ValueError, match="layer must have a final_state"):
         final_state(object(), cache=None)
 
 
@@ -264,7 +291,8 @@ class TwoStateRNN:
         self.inner, self.return_sequences = SimpleRNN(units, seed=seed), True
 
     def build(self, input_dim):
-        self.inner.build(input_dim); return self
+        self.inner.build(input_dim)
+        return self
 
     output_dim = property(lambda self: self.inner.units)
     params = property(lambda self: self.inner.params, lambda self, p: setattr(self.inner, "params", p))
@@ -295,7 +323,7 @@ def test_layers_with_tuple_states_train_and_resume(tmp_path):
 
 
 def test_stacked_lstm_state_round_trips_as_is(tmp_path):
-    "A stack's state (a list of per-layer states, an LSTM's an (h, c) tuple) comes back from a checkpoint exactly as saved."
+    "A stack's state (a list of per-layer states, an LSTM's an (h, c) tuple) comes back from a checkpoint as saved."
     def make_stacked(seed=0):
         layer = StackedRNN([LSTM(6, seed=seed), LSTM(6, seed=seed + 1), GRU(6, seed=seed + 2)]).build(V)
         return make_trainer(layer=layer)
@@ -313,7 +341,7 @@ def test_stacked_lstm_state_round_trips_as_is(tmp_path):
 
 
 def test_learning_rate_is_part_of_the_configuration(tmp_path):
-    "A checkpoint records the optimizer's hyperparameters; resuming with another learning rate is refused, the same one restores it."
+    "A checkpoint records the optimizer's hyperparameters; another learning rate is refused, the same one restores it."
     trainer = make_trainer(optimizer=Adam(3e-3))
     assert trainer.config()["lr"] == 3e-3 and trainer.config()["beta2"] == 0.999
     trainer.fit(4, checkpoint=tmp_path / "c.npz")
@@ -335,7 +363,7 @@ def test_checkpoint_errors(tmp_path):
     with pytest.raises(ValueError, match="is not a valid checkpoint"):
         read_checkpoint(path)
     np.savez(path, **{"meta.json": np.frombuffer(b'{"format": "other"}', np.uint8)})
-    with pytest.raises(ValueError, match="is not a checkpoint of this trainer"):
+    with pytest.raises(FormatError, match="is not a checkpoint .expected format 'rnn-tutorial.numpy-train-checkpoint'"):
         read_checkpoint(path)
     make_trainer().fit(3, checkpoint=path)
     with pytest.raises(ValueError, match="seq_len is 20 here, 25 in the checkpoint"):
@@ -387,7 +415,8 @@ def test_next_id_temperature_and_top_k():
     assert set(draws(temperature=1.0, top_k=3)) == {1, 2, 4}
     assert set(draws(temperature=1e-3, top_k=None)) == {1}
     assert set(draws(temperature=1.0, top_k=None)) == {0, 1, 2, 3, 4}
-    hot, cold = np.bincount(draws(temperature=3.0, top_k=None), minlength=5), np.bincount(draws(temperature=0.5, top_k=None), minlength=5)
+    hot = np.bincount(draws(temperature=3.0, top_k=None), minlength=5)
+    cold = np.bincount(draws(temperature=0.5, top_k=None), minlength=5)
     assert cold[1] > hot[1]  # lower temperature: the top character more often
 
 
@@ -420,8 +449,44 @@ def test_save_and_load_model(tmp_path):
     (tmp_path / "bad.npz").write_bytes(b"nope")
     with pytest.raises(ValueError, match="is not a valid model file"):
         load_model(tmp_path / "bad.npz")
-    with pytest.raises(ValueError, match="vocab has"):
+    with pytest.raises(ValueError, match="vocab must have the model's"):
         save_model(tmp_path / "m2.npz", model, Vocab("ab"))
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(layer="system"), "layer must be one of \\['GRU', 'LSTM', 'SimpleRNN'\\], got 'system'"),
+    (dict(layer="Optimizer"), "layer must be one of"),
+    (dict(layer_config={"units": 12, "seed": 0}), "lacks 'activation'"),
+    (dict(layer_config="units=12"), "layer_config must be a JSON object"),
+    (dict(extra={"__class__": "x"}), "has the unknown field '__class__'"),
+    (dict(extra={"units": "12"}), "field 'units' must be a int, got '12'"),
+    (dict(extra={"return_sequences": 1}), "field 'return_sequences' must be a bool"),
+    (dict(extra={"units": True}), "field 'units' must be a int, got True"),
+    (dict(extra={"units": 0}), "layer_config does not make a SimpleRNN: units must be an integer >= 1"),
+    (dict(vocab_size="28"), "vocab_size must be a int"),
+])
+def test_load_model_builds_only_known_layers(tmp_path, change, message):
+    "The layer named by the file is looked up in an explicit table, its configuration checked field by field"
+    path = tmp_path / "m.npz"
+    save_model(path, init_model(V, units=12), VOCAB)
+    arrays, meta = read_npz(path, NUMPY_MODEL_FORMAT, noun="model file")
+    change = dict(change)
+    meta["layer_config"] = {**meta["layer_config"], **change.pop("extra", {})}
+    meta.update(change)
+    write_npz(path, arrays, meta)
+    with pytest.raises(FormatError, match=message) as e:
+        load_model(path)
+    assert str(e.value).startswith(f"{path}: ")
+
+
+def test_load_model_gated_layers(tmp_path):
+    for cls in (LSTM, GRU):
+        model = init_model(V, layer=cls(6, seed=2))
+        save_model(tmp_path / "g.npz", model, VOCAB)
+        loaded, _ = load_model(tmp_path / "g.npz")
+        assert type(loaded.layer) is cls and loaded.layer.get_config() == model.layer.get_config()
+        x = IDS[None, :30]
+        np.testing.assert_array_equal(forward(loaded, x)[0], forward(model, x)[0])
 
 
 def test_bits():

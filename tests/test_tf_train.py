@@ -1,0 +1,146 @@
+"""The TensorFlow trainer (`rnn_tutorial.tf_train`): one evaluator for every backend, the trainer's interface,
+exact resume, the stacked model."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from rnn_tutorial import numpy_train as nt
+from rnn_tutorial.data import Vocab
+from rnn_tutorial.numpy_rnn import StackedRNN
+from rnn_tutorial.persist import FormatError
+from rnn_tutorial.tf_rnn import TFAdam, to_keras_weights
+from rnn_tutorial.tf_setup import configure_tensorflow, import_tensorflow
+from rnn_tutorial.tf_train import (TF_CHECKPOINT_FORMAT, StackedCharModel, TFTrainer, char_model, keras_step,
+                                   keras_window)
+
+tf, keras = import_tensorflow()
+configure_tensorflow(deterministic=True)
+
+TEXT = "the quick brown fox jumps over the lazy dog; pack my box with five dozen liquor jugs. " * 30
+VOCAB = Vocab(TEXT)
+IDS = VOCAB.encode(TEXT)
+V = len(VOCAB)
+
+
+def tf_copy(np_model, kind, layers=1):
+    "A Keras model with the NumPy model's weights, copied with `to_keras_weights`"
+    model = char_model(V, np_model.layer.units if layers == 1 else np_model.layer.layers[0].units, kind, layers)
+    rnn = np_model.params["rnn"]
+    if layers == 1: model.rnn.set_weights(to_keras_weights(rnn))
+    else:
+        for i, r in enumerate(model.rnns): r.set_weights(to_keras_weights(rnn[f"layer{i}"]))
+    model.dense.set_weights(to_keras_weights(np_model.params["dense"]))
+    return model
+
+
+def numpy_model(kind, units=12, layers=1, seed=0):
+    cls = nt.NUMPY_LAYERS[kind]
+    if layers == 1: layer = cls(units, seed=seed)
+    else: layer = StackedRNN([cls(units, seed=seed + i) for i in range(layers)]).build(V)
+    return nt.init_model(V, units, seed, layer=layer)
+
+
+@pytest.mark.parametrize("kind, layers", [("rnn", 1), ("lstm", 1), ("gru", 1), ("lstm", 2)])
+def test_one_evaluator_gives_the_same_figure_everywhere(kind, layers):
+    "The same weights on the same text: NumPy trainer, TF trainer and chapter 7's call agree to 1e-6 (float32)"
+    m_np = numpy_model(kind, layers=layers)
+    m_tf = tf_copy(m_np, kind, layers)
+    valid = IDS[-777:]  # 776 predictions: with 32 streams and windows of 10, the last window and streams are ragged
+    np_trainer = nt.Trainer(m_np, IDS[:2000], valid, batch_size=4, seq_len=10)
+    tf_trainer = TFTrainer(m_tf, IDS[:2000], valid, batch_size=4, seq_len=10)
+    a, b = np_trainer.evaluate(), tf_trainer.evaluate()
+    c = nt.evaluate_windows(keras_window(m_tf), valid, 32, 10, m_tf.vocab_size)  # as chapter 7 calls it
+    d = nt.evaluate(m_np, valid, 32, 10)  # as `rnn-tutorial evaluate` calls it
+    assert a.n == b.n == c.n == d.n == 776
+    for e in (b, c, d): assert e.nats == pytest.approx(a.nats, rel=1e-6)
+    assert a.nats == d.nats and b.nats == c.nats  # the trainers call exactly these
+    assert a.nats != pytest.approx(nt.evaluate(m_np, valid[:-7], 32, 10).nats, rel=1e-6)  # the tail counts
+
+
+def test_evaluate_windows_counts_every_prediction_once():
+    "A window function that records its weights: each of the N predictions weighted once, padding zero"
+    seen = []
+    def window(x, y, w, state):
+        seen.append((x.copy(), y.copy(), w.copy()))
+        return float(w.sum()), state
+    ids = np.arange(23) % 5
+    ev = nt.evaluate_windows(window, ids, batch_size=4, seq_len=3)
+    assert ev.n == 22 and ev.nats == pytest.approx(1.0)  # the window's "loss" is its count: mean 1
+    x = np.concatenate([s[0] for s in seen], 1).ravel()
+    y = np.concatenate([s[1] for s in seen], 1).ravel()
+    w = np.concatenate([s[2] for s in seen], 1).ravel()
+    assert w.sum() == 22 and list(x[w == 1]) == list(ids[:-1]) and list(y[w == 1]) == list(ids[1:])
+
+
+def test_keras_step_matches_numpy_step():
+    m_np = numpy_model("gru")
+    m_tf = tf_copy(m_np, "gru")
+    a = list(nt.sample_stream(nt.numpy_step(m_np), None, IDS[:5], 30, temperature=0))
+    b = list(nt.sample_stream(keras_step(m_tf), None, IDS[:5], 30, temperature=0))
+    assert a == b
+
+
+def make(seed=0, lr=1e-2, **kw):
+    model = char_model(V, 16, "lstm", seed=seed)
+    kw = {"batch_size": 4, "seq_len": 25, "eval_every": 7, **kw}
+    return TFTrainer(model, IDS[:1200], IDS[1200:1500], TFAdam(lr), **kw)
+
+
+def test_interface_and_exact_resume(tmp_path):
+    full = make().fit(30)
+    assert (full.step, len(full.log["train"]), [s for s, _ in full.log["valid"]]) == (30, 30, [7, 14, 21, 28])
+    assert full.epoch >= 1  # 1199 training characters make 11 windows: the run crosses epochs
+    ckpt = tmp_path / "c.npz"
+    make().fit(12, checkpoint=ckpt, checkpoint_every=5)
+    resumed = make(seed=3).load_checkpoint(ckpt).fit(30)
+    assert resumed.log == full.log
+    assert all(np.array_equal(a.numpy(), b.numpy()) for a, b in zip(full.model.weights, resumed.model.weights))
+    pairs = zip(full.optimizer.variables, resumed.optimizer.variables)
+    assert all(np.array_equal(a.numpy(), b.numpy()) for a, b in pairs)
+    assert resumed.config() == full.config() and full.config()["optimizer"] == "TFAdam"
+    with pytest.raises(FormatError, match="seq_len is 20 here, 25 in the checkpoint"):
+        make(seq_len=20).load_checkpoint(ckpt)
+    with pytest.raises(FormatError, match="lr is 0.02 here, 0.01 in the checkpoint"):
+        make(lr=2e-2).load_checkpoint(ckpt)
+    with pytest.raises(FormatError, match="model variables that do not fit"):
+        TFTrainer(char_model(V, 8, "lstm"), IDS[:1200], IDS[1200:1500], TFAdam(1e-2), 4, 25,
+                  eval_every=7).load_checkpoint(ckpt)
+    with pytest.raises(FormatError, match="expected format 'rnn-tutorial.tf-train-checkpoint'"):
+        nt.Trainer(numpy_model("lstm"), IDS[:1200], batch_size=4, seq_len=25).save_checkpoint(tmp_path / "n.npz")
+        make().load_checkpoint(tmp_path / "n.npz")
+    assert nt.read_checkpoint(ckpt, TF_CHECKPOINT_FORMAT, 2)[1]["step"] == 12
+    with pytest.raises(FileNotFoundError, match="no checkpoint at"):
+        make().load_checkpoint(tmp_path / "missing.npz")
+
+
+def test_bad_arguments_and_non_finite_loss():
+    with pytest.raises(ValueError, match="batch_size must be an integer >= 1"): make(batch_size=0)
+    with pytest.raises(ValueError, match="train_ids must hold ids"):
+        TFTrainer(char_model(V, 4, "rnn"), np.array([0, V]))
+    with pytest.raises(ValueError, match="model must be a CharModel-like"): TFTrainer(object(), IDS)
+    t = make()
+    for v in t.model.weights: v.assign(tf.fill(v.shape, np.nan))
+    with pytest.raises(FloatingPointError, match="not finite at step 1"): t.train_step()
+
+
+def test_stacked_model_is_registered_and_round_trips(tmp_path):
+    model = char_model(V, 8, "gru", layers=3, seed=0)
+    assert isinstance(model, StackedCharModel) and model.n_states == 3
+    path = tmp_path / "m.keras"
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    assert type(loaded) is StackedCharModel and loaded.get_config()["layers"] == 3
+    x = IDS[None, :20].astype(np.int32)
+    np.testing.assert_array_equal(loaded(x)[0].numpy(), model(x)[0].numpy())
+    with pytest.raises(ValueError, match="embedding_dim must be None"):
+        StackedCharModel(V, 8, "gru", 2, embedding_dim=4)
+
+
+def test_numpy_modules_import_without_tensorflow():
+    code = ("import sys, json; import rnn_tutorial.cli, rnn_tutorial.numpy_train, rnn_tutorial.apps.generation; "
+            "print(json.dumps('tensorflow' in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert json.loads(out) is False
