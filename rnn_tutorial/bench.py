@@ -12,7 +12,6 @@ import argparse
 import ctypes
 import fnmatch
 import json
-import math
 import os
 import platform
 import statistics
@@ -82,19 +81,23 @@ def _openblas():
         except OSError: continue
         for pre, suf in (("scipy_openblas_", "64_"), ("scipy_openblas_", ""), ("openblas_", "64_"), ("openblas_", "")):
             if hasattr(lib, f"{pre}get_num_threads{suf}"):
-                fns = [getattr(lib, f"{pre}{name}{suf}") for name in ("get_num_threads", "set_num_threads", "get_corename", "get_config")]
+                fns = [getattr(lib, f"{pre}{name}{suf}") for name in ("get_num_threads", "set_num_threads",
+                                                                      "get_corename", "get_config")]
                 fns[2].restype = fns[3].restype = ctypes.c_char_p
                 return (path, *fns)
     return None
 
 def blas_info()->dict:
-    "NumPy's BLAS: library, version, threads, the CPU kernel it runs (OpenBLAS's core name), and the environment variables that steer it."
+    """NumPy's BLAS: library, version, threads, the CPU kernel it runs (OpenBLAS's core name), and the environment
+    variables that steer it."""
     blas = np.show_config(mode="dicts").get("Build Dependencies", {}).get("blas", {})
-    info = {"name": blas.get("name"), "version": blas.get("version"), "threads": None, "kernel": None, "config": None, "library": None}
+    info = {"name": blas.get("name"), "version": blas.get("version"), "threads": None, "kernel": None, "config": None,
+            "library": None}
     ob = _openblas()
     if ob is not None:
         path, get_threads, _, corename, config = ob
-        info.update(library=Path(path).name, threads=int(get_threads()), kernel=corename().decode(), config=config().decode())
+        info.update(library=Path(path).name, threads=int(get_threads()), kernel=corename().decode(),
+                    config=config().decode())
     info["env"] = {k: os.environ[k] for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS",
                                               "OMP_NUM_THREADS", "MKL_NUM_THREADS") if k in os.environ}
     return info
@@ -116,7 +119,8 @@ def blas_threads(
 ):
     "Run the block with NumPy's OpenBLAS on `n` threads, then restore the previous count."
     if n is None:
-        yield; return
+        yield
+        return
     before = set_blas_threads(n)
     try: yield
     finally: set_blas_threads(before)
@@ -124,7 +128,10 @@ def blas_threads(
 # %% ../nbs/20_performance.ipynb #d1023042
 def _median_seconds(fn, repeats, min_time=0.05):
     "Median seconds per call of `fn`, each of `repeats` samples averaging enough calls to last `min_time`."
-    fn(); t0 = time.perf_counter(); fn(); one = max(time.perf_counter() - t0, 1e-7)
+    fn()
+    t0 = time.perf_counter()
+    fn()
+    one = max(time.perf_counter() - t0, 1e-7)
     n = max(1, int(min_time / one))
     samples = []
     for _ in range(repeats):
@@ -140,7 +147,8 @@ def gemm_gflops(
     repeats:int=5, # samples per shape (the median is kept)
     seed:int=0,
 )->dict: # {"shapes": {"m x k @ k x n": GFLOP/s}, "best": the highest}
-    "float32 matrix-product throughput of NumPy on the shapes a training step uses: (BT×H)·(H×H), (B×H)·(H×H), (B×H)·(H×4H)."
+    """float32 matrix-product throughput of NumPy on the shapes a training step uses: (BT×H)·(H×H), (B×H)·(H×H),
+    (B×H)·(H×4H)."""
     _check_sizes(batch=batch, seq_len=seq_len, units=units, repeats=repeats)
     rng = np.random.default_rng(seed)
     rates = {}
@@ -155,7 +163,8 @@ _NUMPY_LAYERS = {"rnn": SimpleRNN, "lstm": LSTM, "gru": GRU}
 
 def _split_key(key):
     impl, _, kind = str(key).partition("/")
-    if impl not in IMPLS or kind not in CELL_GATES: raise ValueError(f"key must be one of {', '.join(KEYS)}, got {key!r}")
+    if impl not in IMPLS or kind not in CELL_GATES: raise ValueError(f"key must be one of {', '.join(KEYS)}, got "
+                                                                     f"{key!r}")
     return impl, kind
 
 def make_step(
@@ -205,7 +214,9 @@ def time_step(
     for _ in range(warmup): step(x, y)
     times = []
     for _ in range(repeats):
-        t0 = time.perf_counter(); step(x, y); times.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        step(x, y)
+        times.append(time.perf_counter() - t0)
     return times
 
 # %% ../nbs/20_performance.ipynb #dec1cefd
@@ -248,17 +259,23 @@ def select_keys(
             raise ValueError(f"only must be patterns over {', '.join(KEYS)}, got {p!r}, which matches none of them")
     return [k for k in KEYS if any(fnmatch.fnmatchcase(k, p) for p in pats)]
 
+def _load_average():
+    "The 1, 5 and 15 minute load averages, rounded, or None where the platform has none."
+    return [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
+
 def machine_info(
     with_tf:bool=True, # also TensorFlow's version, devices and threads (imports TensorFlow)
 )->dict:
     "CPU count, platform, library versions, BLAS kernel and threads, and the load average when called."
     cpu = platform.processor() or platform.machine()
     try:
-        cpu = next(l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines() if l.startswith("model name"))
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
     except (OSError, StopIteration): pass
-    info = {"cpu_count": os.cpu_count(), "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    info = {"cpu_count": os.cpu_count(), "cpus_usable": usable,
             "cpu": cpu, "platform": platform.platform(), "python": platform.python_version(), "numpy": np.__version__,
-            "blas": blas_info(), "load_average": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None}
+            "blas": blas_info(), "load_average": _load_average()}
     if with_tf:
         from rnn_tutorial.tf_setup import import_tensorflow
         tf, keras = import_tensorflow()
@@ -271,7 +288,8 @@ def machine_info(
 def _log(msg): print(msg, file=sys.stderr, flush=True)
 
 def _quiet_tf_logger():
-    "Raise TensorFlow's Python logger to ERROR (each model traces its own step, which it would warn about); return (logger, old level)."
+    """Raise TensorFlow's Python logger to ERROR (each model traces its own step, which it would warn about); return
+    (logger, old level)."""
     from rnn_tutorial.tf_setup import import_tensorflow
     logger = import_tensorflow()[0].get_logger()
     old = logger.level
@@ -286,7 +304,8 @@ def run_benchmark(
     n_blas_threads:int|None=None, # NumPy's BLAS threads; None: as the environment sets them
     log=_log, # progress messages (default: standard error)
 )->dict: # the result object that `--json` prints
-    "Time one training step of each selected implementation at the same sizes, in this process; tokens/s, GEMM rate, ratios."
+    """Time one training step of each selected implementation at the same sizes, in this process; tokens/s, GEMM rate,
+    ratios."""
     _check_sizes(batch=batch, seq_len=seq_len, units=units, vocab=vocab, embedding=embedding, repeats=repeats)
     warmup = check_int("warmup", warmup, minimum=0)
     keys = select_keys(only)
@@ -304,7 +323,8 @@ def run_benchmark(
                 step = make_step(key, units, vocab, embedding)
                 times[key] = time_step(step, batch, seq_len, vocab, warmup, repeats)  # the same batch for every key
                 med = statistics.median(times[key])
-                log(f"{key:12} {med * 1e3:9.1f} ms/step  {batch * seq_len / med:10,.0f} tokens/s  ({time.perf_counter() - t0:.1f} s with set-up)")
+                log(f"{key:12} {med * 1e3:9.1f} ms/step  {batch * seq_len / med:10,.0f} tokens/s  "
+                    f"({time.perf_counter() - t0:.1f} s with set-up)")
                 del step
     if tf_logger is not None: tf_logger[0].setLevel(tf_logger[1])
     med = {k: statistics.median(v) for k, v in times.items()}
@@ -314,12 +334,17 @@ def run_benchmark(
         "config": {"batch": batch, "seq_len": seq_len, "units": units, "vocab": vocab, "dtype": "float32",
                    "embedding": embedding, "repeats": repeats, "warmup": warmup, "statistic": "median",
                    "order": "one cell at a time; per implementation: warm-up steps, then the timed steps in one block",
-                   "input": {"numpy": "token ids index rows of the recurrent layer's kernel (= one-hot inputs); its gradient is onehot(x)^T dA",
-                             "tf": "the same row lookup (ops.take) in our cells, under tf.function (tf-xla: jit_compile=True)",
-                             "keras": f"Embedding({vocab}, {embedding}) then the built-in layer, whose kernel is ({embedding}, gates*units)"},
-                   "step": "forward, mean softmax cross-entropy over vocab, backward, clip by global norm 5, Adam(lr=2e-3); "
-                           "numpy: numpy_train.forward/compute_loss/backward/update; tf, keras: tf_rnn.TrainStep (a tf.function, not model.fit)",
-                   "machine": {**info, "load_average_end": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None}},
+                   "input": {"numpy": "token ids index rows of the recurrent layer's kernel (= one-hot inputs); its "
+                                      "gradient is onehot(x)^T dA",
+                             "tf": "the same row lookup (ops.take) in our cells, under tf.function (tf-xla: "
+                                   "jit_compile=True)",
+                             "keras": f"Embedding({vocab}, {embedding}) then the built-in layer, whose kernel is "
+                                      f"({embedding}, gates*units)"},
+                   "step": "forward, mean softmax cross-entropy over vocab, backward, clip by global norm 5, "
+                           "Adam(lr=2e-3); "
+                           "numpy: numpy_train.forward/compute_loss/backward/update; tf, keras: tf_rnn.TrainStep (a "
+                           "tf.function, not model.fit)",
+                   "machine": {**info, "load_average_end": _load_average()}},
         "tokens_per_s": tokens,
         "ms_per_step": {k: med[k] * 1e3 for k in keys},
         "gemm_gflops": gemm["best"],
@@ -332,7 +357,8 @@ def run_benchmark(
         for impl in ("numpy", "tf", "tf-xla"):
             if f"{impl}/{kind}" in tokens and f"keras/{kind}" in tokens:
                 ratios[f"{impl}/{kind} / keras/{kind}"] = tokens[f"{impl}/{kind}"] / tokens[f"keras/{kind}"]
-    if "numpy/rnn_gflops" in result: ratios["numpy/rnn_gflops / gemm_gflops"] = result["numpy/rnn_gflops"] / gemm["best"]
+    if "numpy/rnn_gflops" in result:
+        ratios["numpy/rnn_gflops / gemm_gflops"] = result["numpy/rnn_gflops"] / gemm["best"]
     result["ratios"] = ratios
     result["targets"] = {name: {"value": ratios[name], "min": lo, "aim": aim, "met": ratios[name] >= lo}
                          for name, (lo, aim) in TARGETS.items() if name in ratios}
@@ -343,9 +369,11 @@ def run_benchmark(
 def format_table(
     result:dict, # from `run_benchmark` (or a saved JSON)
 )->str:
-    "The result as a text table: tokens/s and ms per step by cell and implementation, then the ratios against the targets."
+    """The result as a text table: tokens/s and ms per step by cell and implementation, then the ratios against the
+    targets."""
     c, tok, ms = result["config"], result["tokens_per_s"], result.get("ms_per_step", {})
-    lines = [f"B={c['batch']} T={c['seq_len']} H={c['units']} V={c['vocab']} (Keras embedding {c['embedding']}), {c['dtype']}, "
+    lines = [f"B={c['batch']} T={c['seq_len']} H={c['units']} V={c['vocab']} (Keras embedding {c['embedding']}), "
+             f"{c['dtype']}, "
              f"median of {c['repeats']} steps after {c['warmup']} warm-up",
              f"{'tokens/s':10}" + "".join(f"{impl:>20}" for impl in IMPLS)]
     for kind in CELL_GATES:
@@ -356,7 +384,8 @@ def format_table(
                  (f", numpy/rnn_gflops {result['numpy/rnn_gflops']:.1f}" if "numpy/rnn_gflops" in result else ""))
     for name, value in result["ratios"].items():
         t = result.get("targets", {}).get(name)
-        goal = "" if t is None else f"   target >= {t['min']}" + (f" (aim {t['aim']})" if t["aim"] else "") + ("  met" if t["met"] else "  NOT MET")
+        goal = "" if t is None else (f"   target >= {t['min']}" + (f" (aim {t['aim']})" if t["aim"] else "")
+                                     + ("  met" if t["met"] else "  NOT MET"))
         lines.append(f"{name:32} {value:6.2f}{goal}")
     return "\n".join(lines)
 
@@ -379,15 +408,23 @@ def make_parser()->argparse.ArgumentParser:
         description="Time one training step (forward, backward, Adam update) of the NumPy, custom TensorFlow (with and "
                     "without XLA) and built-in Keras RNN, LSTM and GRU at the same sizes, in one process; print tokens "
                     "per second, the float32 GEMM rate and the ratios against the targets.")
-    p.add_argument("--batch", type=_positive, help=f"B, sequences per batch (default {DEFAULTS['batch']}, --quick {QUICK['batch']})")
-    p.add_argument("--seq-len", type=_positive, help=f"T, steps per sequence (default {DEFAULTS['seq_len']}, --quick {QUICK['seq_len']})")
-    p.add_argument("--units", type=_positive, help=f"H, hidden units (default {DEFAULTS['units']}, --quick {QUICK['units']})")
+    p.add_argument("--batch", type=_positive, help=f"B, sequences per batch (default {DEFAULTS['batch']}, --quick "
+                                                   f"{QUICK['batch']})")
+    p.add_argument("--seq-len", type=_positive, help=f"T, steps per sequence (default {DEFAULTS['seq_len']}, --quick "
+                                                     f"{QUICK['seq_len']})")
+    p.add_argument("--units", type=_positive, help=f"H, hidden units (default {DEFAULTS['units']}, --quick "
+                                                   f"{QUICK['units']})")
     p.add_argument("--vocab", type=_positive, help=f"V, vocabulary size (default {DEFAULTS['vocab']})")
-    p.add_argument("--embedding", type=_positive, help=f"E, Embedding width of the Keras models (default {DEFAULTS['embedding']})")
-    p.add_argument("--repeats", type=_positive, help=f"timed steps per implementation (default {DEFAULTS['repeats']}, --quick {QUICK['repeats']})")
-    p.add_argument("--warmup", type=_non_negative, help=f"untimed steps first (default {DEFAULTS['warmup']}, --quick {QUICK['warmup']})")
-    p.add_argument("--only", metavar="PATTERN", help="comma-separated glob patterns over " + ", ".join(KEYS) + " (default: all)")
-    p.add_argument("--blas-threads", type=_positive, metavar="N", help="NumPy's BLAS threads (default: as the environment sets them)")
+    p.add_argument("--embedding", type=_positive, help="E, Embedding width of the Keras models (default "
+                                                       f"{DEFAULTS['embedding']})")
+    p.add_argument("--repeats", type=_positive, help=f"timed steps per implementation (default {DEFAULTS['repeats']}, "
+                                                     f"--quick {QUICK['repeats']})")
+    p.add_argument("--warmup", type=_non_negative,
+                   help=f"untimed steps first (default {DEFAULTS['warmup']}, --quick {QUICK['warmup']})")
+    p.add_argument("--only", metavar="PATTERN",
+                   help="comma-separated glob patterns over " + ", ".join(KEYS) + " (default: all)")
+    p.add_argument("--blas-threads", type=_positive, metavar="N",
+                   help="NumPy's BLAS threads (default: as the environment sets them)")
     p.add_argument("--quick", action="store_true", help="small sizes and few repeats: under a minute on 2 cores")
     p.add_argument("--json", action="store_true", help="print exactly one JSON object on standard output")
     p.add_argument("--output", metavar="FILE", help="also write the JSON object to FILE")

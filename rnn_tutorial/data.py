@@ -25,65 +25,19 @@ from .checks import check_choice, check_fraction, check_ids, check_int
 from .persist import FormatError, atomic_write, read_json
 
 # %% auto #0
-__all__ = ['TINYSHAKESPEARE_URL', 'TINYSHAKESPEARE_SIZE', 'TINYSHAKESPEARE_SHA256', 'CORPORA', 'SERIES', 'check_int',
-           'check_number', 'check_fraction', 'check_ids', 'language_reference', 'Corpus', 'split_text', 'read_text',
-           'get_cache_dir', 'DownloadError', 'download', 'fetch', 'tinyshakespeare', 'load_corpus', 'Vocab',
-           'uniform_bits_per_char', 'unigram_bits_per_char', 'TBPTTBatches', 'pad_sequences', 'bucket_by_length',
-           'adding_problem', 'copy_memory', 'copy_memory_baseline', 'parity', 'load_series', 'windows', 'split_series',
-           'persistence_forecast']
-
-# %% ../nbs/00_data.ipynb #9d4fdefc
-def check_int(
-    name:str, # the argument's name, used in the message
-    value, # the value passed
-    minimum:int=1, # the smallest value allowed
-) -> int:
-    "Return `value` as an `int`, or raise a `ValueError` naming `name` if it is not an integer >= `minimum`"
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-def check_number(
-    name:str, # the argument's name, used in the message
-    value, # the value passed
-    minimum:float=0.0, # the bound
-    strict:bool=True, # True: value > minimum; False: value >= minimum
-) -> float:
-    "Return `value` as a finite `float` above `minimum` (or equal to it if not `strict`), else raise `ValueError` naming `name`"
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)) or not math.isfinite(value) \
-            or value < minimum or (strict and value == minimum):
-        raise ValueError(f"{name} must be a finite number {'>' if strict else '>='} {minimum}, got {value!r}")
-    return float(value)
-
-def check_fraction(
-    name:str, # the argument's name, used in the message
-    value, # the value passed
-) -> float:
-    "Return `value` as a `float`, or raise a `ValueError` naming `name` if it is not strictly between 0 and 1"
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)) or not 0 < value < 1:
-        raise ValueError(f"{name} must be a number strictly between 0 and 1, got {value!r}")
-    return float(value)
-
-def check_ids(
-    name:str, # the argument's name, used in the message
-    ids, # the value passed: a sequence or array of token ids (empty is allowed)
-    vocab_size:int|None=None, # if given, every id must be in [0, vocab_size)
-) -> np.ndarray: # the ids as a 1-D int64 array
-    "`ids` as a 1-D integer array, checked against `vocab_size` if given; else a `ValueError` naming `name`"
-    a = np.asarray(ids)
-    if a.ndim != 1 or not (np.issubdtype(a.dtype, np.integer) or a.size == 0):
-        raise ValueError(f"{name} must be a 1-D array of integers, got shape {a.shape} and dtype {a.dtype}")
-    a = a.astype(np.int64, copy=False)
-    if vocab_size is not None and a.size and (a.min() < 0 or a.max() >= vocab_size):
-        raise ValueError(f"{name} must hold ids in [0, {vocab_size}), got values from {a.min()} to {a.max()}")
-    return a
+__all__ = ['TINYSHAKESPEARE_URL', 'TINYSHAKESPEARE_SIZE', 'TINYSHAKESPEARE_SHA256', 'CORPORA', 'SERIES', 'language_reference',
+           'Corpus', 'split_text', 'read_text', 'get_cache_dir', 'DownloadError', 'download', 'fetch',
+           'tinyshakespeare', 'load_corpus', 'Vocab', 'uniform_bits_per_char', 'unigram_bits_per_char', 'TBPTTBatches',
+           'pad_sequences', 'bucket_by_length', 'adding_problem', 'copy_memory', 'copy_memory_baseline', 'parity',
+           'load_series', 'windows', 'split_series', 'persistence_forecast']
 
 # %% ../nbs/00_data.ipynb #97acdf03
 def language_reference() -> str:
     "CPython's Language Reference (`pydoc_data.topics`) as one text: pages in sorted topic order, duplicates dropped"
     try: from pydoc_data.topics import topics
     except ImportError as e:  # some Linux distributions split it out of the standard library
-        raise ModuleNotFoundError("pydoc_data.topics is missing from this Python, so the default corpus is unavailable: "
+        raise ModuleNotFoundError("pydoc_data.topics is missing from this Python, so the default corpus is "
+                                  "unavailable: "
                                   "install your distribution's full Python standard library, or use a text file") from e
     pages, seen = [], set()
     for key in sorted(topics):
@@ -100,7 +54,8 @@ class Corpus:
     name: str   # where the text came from
     train: str  # text to fit on
     valid: str  # held-out text that follows `train`
-    def __repr__(self): return f"Corpus({self.name!r}, train={len(self.train):,} chars, valid={len(self.valid):,} chars)"
+    def __repr__(self):
+        return f"Corpus({self.name!r}, train={len(self.train):,} chars, valid={len(self.valid):,} chars)"
 
 def split_text(
     text:str, # the whole corpus
@@ -124,14 +79,16 @@ def read_text(
     "Read a text file, with a clear error for an empty, binary or undecodable file"
     path = Path(path)
     try: codec = codecs.lookup(encoding).name
-    except (LookupError, TypeError) as e: raise ValueError(f"encoding must be a known text encoding, got {encoding!r}") from e
+    except (LookupError,
+            TypeError) as e: raise ValueError(f"encoding must be a known text encoding, got {encoding!r}") from e
     data = path.read_bytes()
     if not data: raise ValueError(f"{path} is empty: expected a non-empty text file")
     if not codec.startswith(("utf-16", "utf-32")) and (nul := data.find(b"\0")) >= 0:
         raise ValueError(f"{path} looks like a binary file, not text: it has a NUL byte at byte offset {nul}")
     try: return data.decode(codec)
     except UnicodeDecodeError as e:
-        raise ValueError(f"{path} is not valid {encoding}: cannot decode {data[e.start:e.end]!r} at byte offset {e.start} "
+        raise ValueError(f"{path} is not valid {encoding}: cannot decode {data[e.start:e.end]!r} at byte offset "
+                         f"{e.start} "
                          f"({e.reason}); pass the file's encoding, e.g. encoding='latin-1'") from e
 
 # %% ../nbs/00_data.ipynb #e8a330da
@@ -142,7 +99,8 @@ TINYSHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca5
 def get_cache_dir(
     cache_dir:str|os.PathLike|None=None, # overrides the environment
 ) -> Path:
-    "Directory for downloaded data: `cache_dir`, else `$RNN_TUTORIAL_CACHE`, else `$XDG_CACHE_HOME/rnn-tutorial` or `~/.cache/rnn-tutorial`"
+    """Directory for downloaded data: `cache_dir`, else `$RNN_TUTORIAL_CACHE`, else `$XDG_CACHE_HOME/rnn-tutorial` or
+    `~/.cache/rnn-tutorial`"""
     if cache_dir is None: cache_dir = os.environ.get("RNN_TUTORIAL_CACHE")
     if not cache_dir: cache_dir = Path(os.environ.get("XDG_CACHE_HOME") or Path.home()/".cache")/"rnn-tutorial"
     return Path(cache_dir).expanduser()
@@ -183,7 +141,8 @@ def download(
     if size is not None and n != size:
         raise ValueError(f"downloaded {url} has {n:,} bytes, expected {size:,}: not the expected file")
     if h.hexdigest() != sha256.lower():
-        raise ValueError(f"downloaded {url} has sha256 {h.hexdigest()}, expected {sha256.lower()}: not the expected file")
+        raise ValueError(f"downloaded {url} has sha256 {h.hexdigest()}, expected {sha256.lower()}: not the expected "
+                         "file")
     return atomic_write(path, body.getvalue())
 
 # %% ../nbs/00_data.ipynb #0f8ce04c
@@ -198,13 +157,15 @@ def fetch(
 ) -> Path: # the verified cached file
     "Path of a verified cached copy of `url`, downloading it first if it is not cached (or is damaged)"
     path = get_cache_dir(cache_dir)/filename
-    if path.is_file() and (size is None or path.stat().st_size == size) and _sha256_file(path) == sha256.lower(): return path
+    if path.is_file() and (size is None or path.stat().st_size == size) and _sha256_file(path) == sha256.lower():
+        return path
     state = "damaged" if path.exists() else "not cached"
     hint = (f"copy the file ({'' if size is None else f'{size:,} bytes, '}sha256 {sha256.lower()}) there, "
             f"or connect to the internet once")
     if offline: raise DownloadError(f"{filename} is {state} at {path} and offline=True: {hint}")
     try: return download(url, path, sha256, size, timeout)
-    except DownloadError as e: raise DownloadError(f"{filename} is {state} at {path} and could not be downloaded ({e}): {hint}") from e
+    except DownloadError as e: raise DownloadError(f"{filename} is {state} at {path} and could not be downloaded "
+                                                   f"({e}): {hint}") from e
 
 def tinyshakespeare(
     cache_dir:str|os.PathLike|None=None, # see `get_cache_dir`
@@ -212,7 +173,8 @@ def tinyshakespeare(
     url:str=TINYSHAKESPEARE_URL, # a mirror, if you have one
 ) -> str:
     "Text of Tiny Shakespeare, from the cache, downloaded and verified on first use"
-    return read_text(fetch("tinyshakespeare.txt", url, TINYSHAKESPEARE_SHA256, TINYSHAKESPEARE_SIZE, cache_dir, offline))
+    return read_text(fetch("tinyshakespeare.txt", url, TINYSHAKESPEARE_SHA256, TINYSHAKESPEARE_SIZE, cache_dir,
+                           offline))
 
 # %% ../nbs/00_data.ipynb #71f5d85d
 CORPORA = ("language-reference", "tinyshakespeare")
@@ -265,7 +227,8 @@ class Vocab:
 
     def __len__(self): return len(self.codes)
     def __contains__(self, ch): return isinstance(ch, str) and len(ch) == 1 and ch in self.chars
-    def __eq__(self, other): return isinstance(other, Vocab) and (self.chars, self.unknown) == (other.chars, other.unknown)
+    def __eq__(self, other): return isinstance(other, Vocab) and (self.chars, self.unknown) == (other.chars,
+                                                                                                other.unknown)
     def __hash__(self): return hash((self.chars, self.unknown))
     def __repr__(self):
         shown = self.chars if len(self) <= 40 else self.chars[:30] + "…" + self.chars[-5:]
@@ -282,8 +245,10 @@ class Vocab:
             if self.unknown_id is None:
                 pos = int(np.argmax(unseen))
                 ch = text[pos]
-                raise ValueError(f"character {ch!r} (U+{ord(ch):04X}) at position {pos} of text is not in the vocabulary "
-                                 f"({int(unseen.sum())} unseen character(s) in all); build the Vocab with unknown='\\ufffd' "
+                raise ValueError(f"character {ch!r} (U+{ord(ch):04X}) at position {pos} of text is not in the "
+                                 "vocabulary "
+                                 f"({int(unseen.sum())} unseen character(s) in all); build the Vocab with "
+                                 "unknown='\\ufffd' "
                                  f"to map unseen characters to a symbol")
             ids[unseen] = self.unknown_id
         return ids.astype(np.int32)
@@ -360,8 +325,10 @@ class TBPTTBatches:
         offset = check_int("offset", offset, minimum=0)
         N = max(ids.size - offset, 0)
         if B * T + 1 > N:
-            raise ValueError(f"not enough data: batch_size * seq_len + 1 = {B} * {T} + 1 = {B * T + 1:,} tokens are needed "
-                             f"for one batch, but ids has {N:,} after offset {offset}; use a smaller batch_size or seq_len")
+            raise ValueError(f"not enough data: batch_size * seq_len + 1 = {B} * {T} + 1 = {B * T + 1:,} tokens are "
+                             "needed "
+                             f"for one batch, but ids has {N:,} after offset {offset}; use a smaller batch_size or "
+                             "seq_len")
         n = (N - 1) // B
         self.batch_size, self.seq_len, self.offset, self.row_len = B, T, offset, n
         self.n_batches = n // T
@@ -389,7 +356,8 @@ class TBPTTBatches:
                 f"offset={self.offset}, {self.n_unused:,} tokens unused)")
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        "All batches stacked batch after batch, shape (n_batches * batch_size, seq_len): for a stateful Keras `fit` with `shuffle=False`"
+        """All batches stacked batch after batch, shape (n_batches * batch_size, seq_len): for a stateful Keras `fit`
+        with `shuffle=False`"""
         K, B, T = len(self), self.batch_size, self.seq_len
         stack = lambda a: a.reshape(B, K, T).transpose(1, 0, 2).reshape(K * B, T)
         return stack(self.x), stack(self.y)
@@ -411,7 +379,8 @@ def pad_sequences(
     lengths = np.array([len(s) for s in seqs])
     L = int(lengths.max()) if max_len is None else check_int("max_len", max_len)
     if L < lengths.max():
-        raise ValueError(f"max_len must be at least the longest sequence, {lengths.max()} (seqs[{int(lengths.argmax())}]), got {L}")
+        raise ValueError(f"max_len must be at least the longest sequence, {lengths.max()} "
+                         f"(seqs[{int(lengths.argmax())}]), got {L}")
     dtype = functools.reduce(np.promote_types, (s.dtype for s in seqs)) if dtype is None else dtype
     out = np.full((len(seqs), L) + seqs[0].shape[1:], pad_value, dtype=dtype)
     for i, s in enumerate(seqs): out[i, :len(s)] = s
@@ -513,13 +482,15 @@ def windows(
     "Sliding windows for forecasting: `X[i] = series[i : i + input_len]`, `y[i] = series[i + input_len + horizon - 1]`"
     s = np.asarray(series)
     if s.ndim not in (1, 2) or not np.issubdtype(s.dtype, np.number):
-        raise ValueError(f"series must be a numeric array of shape (time,) or (time, features), got shape {s.shape} and dtype {s.dtype}")
+        raise ValueError(f"series must be a numeric array of shape (time,) or (time, features), got shape {s.shape} "
+                         f"and dtype {s.dtype}")
     input_len, horizon = check_int("input_len", input_len), check_int("horizon", horizon)
     m = len(s) - input_len - horizon + 1
     if m < 1: raise ValueError(f"series has {len(s)} steps: too short for input_len={input_len} and horizon={horizon} "
                                f"(needs at least {input_len + horizon})")
     finite = np.isfinite(s.reshape(len(s), -1)).all(axis=1)
-    if not finite.all(): raise ValueError(f"series must be finite: it has a non-finite value at step {int(np.argmin(finite))}")
+    if not finite.all(): raise ValueError("series must be finite: it has a non-finite value at step "
+                                          f"{int(np.argmin(finite))}")
     X = np.lib.stride_tricks.sliding_window_view(s, input_len, axis=0)[:m]
     if s.ndim == 2: X = X.transpose(0, 2, 1)
     return np.ascontiguousarray(X), s[input_len + horizon - 1:].copy()

@@ -57,7 +57,8 @@ def init_recurrent_kernel(
     dtype="float64", # dtype of the result
     scale:float=1.0, # multiplies the matrix
 )->np.ndarray:
-    "An (n, n) recurrent kernel: `scale` times a random orthogonal matrix, the identity, or a Gaussian N(0, 1/n) matrix."
+    """An (n, n) recurrent kernel: `scale` times a random orthogonal matrix, the identity, or a Gaussian N(0, 1/n)
+    matrix."""
     n, kind, dtype = check_int("n", n), check_choice("kind", kind, RECURRENT_INITS), float_dtype(dtype)
     rng = np.random.default_rng(seed)
     if kind == "orthogonal": W = orthogonal(rng, n, np.float64)
@@ -75,7 +76,8 @@ def _layer(cell, params, activation="tanh"):
         got = sorted(params) if isinstance(params, dict) else type(params).__name__
         raise ValueError(f"params must be a dict with 'kernel', 'recurrent_kernel' and 'bias', got {got}")
     U = np.asarray(params["recurrent_kernel"])
-    layer = _LAYERS[cell](U.shape[0], **({"activation": activation} if cell == "rnn" else {}), dtype=float_dtype(U.dtype))
+    layer = _LAYERS[cell](U.shape[0], **({"activation": activation} if cell == "rnn" else {}),
+                          dtype=float_dtype(U.dtype))
     layer.params = params
     return layer
 
@@ -91,9 +93,11 @@ def state_gradients(
     h0:np.ndarray|None=None, # initial state (B, H); zeros when None
     activation:str="tanh", # the vanilla cell's activation
 )->np.ndarray: # dL/dh_t for t = 0..T, shape (B, T+1, H); index T is `dh_last`
-    "The gradient reaching every state h_t from `dh_last`: the cell's own backward pass, one step at a time, h_T to h_0."
+    """The gradient reaching every state h_t from `dh_last`: the cell's own backward pass, one step at a time, h_T to
+    h_0."""
     layer, x = _layer(cell, params, activation), np.asarray(x)
-    if x.ndim not in (2, 3): raise ValueError(f"x must have shape (batch, time, features) or (batch, time), got {x.shape}")
+    if x.ndim not in (2, 3): raise ValueError("x must have shape (batch, time, features) or (batch, time), got "
+                                              f"{x.shape}")
     state, steps = ((h0, None) if cell == "lstm" else h0), []
     for t in range(x.shape[1]):  # forward one step at a time, carrying the layer's final state to the next step
         _, cache = layer.forward(x[:, t:t + 1], state)
@@ -117,7 +121,8 @@ def jacobian_norms(
     h0:np.ndarray|None=None, # initial state (B, H); zeros when None
     activation:str="tanh", # the vanilla cell's activation
 )->np.ndarray: # (T+1,): entry k is the batch mean of the spectral norm of dh_T/dh_{T-k}
-    "Spectral norm of the Jacobian dh_T/dh_{T-k} against the distance k = 0..T, averaged over the batch: H backward passes at once."
+    """Spectral norm of the Jacobian dh_T/dh_{T-k} against the distance k = 0..T, averaged over the batch: H backward
+    passes at once."""
     x = np.asarray(x)
     B, H = x.shape[0], np.shape(params["recurrent_kernel"])[0]
     dt = np.asarray(params["recurrent_kernel"]).dtype
@@ -148,7 +153,8 @@ def jacobian_bound(
     activation:str, # "tanh", "relu" or "sigmoid"
     distances, # k values
 )->np.ndarray:
-    "The bound (gamma sigma_max(W_hh))^k on ||dh_T/dh_{T-k}|| of a vanilla cell, gamma = sup |phi'| (1 for tanh and relu, 1/4 for the sigmoid)."
+    """The bound (gamma sigma_max(W_hh))^k on ||dh_T/dh_{T-k}|| of a vanilla cell, gamma = sup |phi'| (1 for tanh and
+    relu, 1/4 for the sigmoid)."""
     get_activation(activation)
     gamma = ACTIVATION_DERIVATIVE_BOUND[activation]
     return (gamma * np.linalg.norm(np.asarray(W_hh, np.float64), 2)) ** np.asarray(distances, np.float64)
@@ -164,10 +170,12 @@ def decay_rate(
 # %% ../nbs/04_gradients.ipynb #7cf8101f
 LONG_MEMORY_MODELS = ("tanh", "relu-identity", "lstm", "gru")
 LONG_MEMORY_COMMAND = "python -m rnn_tutorial.diagnostics long-memory --out rnn_tutorial/results/long_memory.json"
-LONG_MEMORY_FILE = Path(str(importlib.resources.files("rnn_tutorial"))) / "results" / "long_memory.json"  # shipped with the package
+# shipped with the package
+LONG_MEMORY_FILE = Path(str(importlib.resources.files("rnn_tutorial"))) / "results" / "long_memory.json"
 
 def _keras_model(keras, model:str, task:str, T:int, units:int, n_in:int, n_out:int):
-    "A built-in Keras recurrent layer `model` with the head of `task`: one output from the last state, or logits at every step."
+    """A built-in Keras recurrent layer `model` with the head of `task`: one output from the last state, or logits at
+    every step."""
     seq = task == "copy"
     if model == "tanh": layer = keras.layers.SimpleRNN(units, return_sequences=seq)
     elif model == "relu-identity":  # Le, Jaitly and Hinton (2015): relu, W_hh = I, small input weights
@@ -201,7 +209,8 @@ def run_long_memory(
     seed:int=0, # seeds the data and `keras.utils.set_random_seed`
     command:str=LONG_MEMORY_COMMAND, # the command line recorded in the results
 )->dict: # the config, the command, versions and one record per (task, model, T)
-    "Train each model on each long-memory task at each length with Keras's built-in layers; report held-out loss against the memoryless baseline."
+    """Train each model on each long-memory task at each length with Keras's built-in layers; report held-out loss
+    against the memoryless baseline."""
     from rnn_tutorial.tf_setup import configure_tensorflow, import_tensorflow  # here only: the rest needs NumPy alone
     for task in tasks: check_choice("tasks", task, ("adding", "copy"))
     for model in models: check_choice("models", model, LONG_MEMORY_MODELS)
@@ -269,18 +278,22 @@ def solved_table(
 
 def main(argv=None):
     "The command line: `python -m rnn_tutorial.diagnostics long-memory --out FILE [options]`."
-    p = argparse.ArgumentParser(prog="python -m rnn_tutorial.diagnostics", description="Precompute the long-memory experiments of chapter 04.")
+    p = argparse.ArgumentParser(prog="python -m rnn_tutorial.diagnostics",
+                                description="Precompute the long-memory experiments of chapter 04.")
     sub = p.add_subparsers(dest="cmd", required=True)
     lm = sub.add_parser("long-memory", help="train four models on the adding and copy-memory tasks at several lengths")
     lm.add_argument("--out", required=True, help="JSON file to write")
     lm.add_argument("--tasks", nargs="+", default=["adding", "copy"], choices=["adding", "copy"])
     lm.add_argument("--lengths", nargs="+", type=int, default=[10, 50, 100, 200])
     lm.add_argument("--models", nargs="+", default=list(LONG_MEMORY_MODELS), choices=LONG_MEMORY_MODELS)
-    for name, typ, default in (("units", int, 64), ("steps", int, 1000), ("batch-size", int, 64), ("lr", float, 1e-3), ("seed", int, 0)):
+    for name, typ, default in (("units", int, 64), ("steps", int, 1000), ("batch-size", int, 64), ("lr", float, 1e-3),
+                               ("seed", int, 0)):
         lm.add_argument(f"--{name}", type=typ, default=default)
     argv = sys.argv[1:] if argv is None else list(argv)
     a = p.parse_args(argv)
-    run_long_memory(a.out, tuple(a.tasks), tuple(a.lengths), tuple(a.models), a.units, a.steps, a.batch_size, a.lr, seed=a.seed,
+    run_long_memory(a.out, tuple(a.tasks), tuple(a.lengths), tuple(a.models), a.units, a.steps, a.batch_size, a.lr,
+                    seed=a.seed,
                     command=" ".join(["python -m rnn_tutorial.diagnostics", *argv]))
 
-if __name__ == "__main__" and getattr(globals().get("__spec__"), "name", None) == "rnn_tutorial.diagnostics": main()  # python -m only
+# python -m only
+if __name__ == "__main__" and getattr(globals().get("__spec__"), "name", None) == "rnn_tutorial.diagnostics": main()

@@ -9,7 +9,7 @@ __all__ = ['init_lstm_params', 'lstm_forward', 'lstm_backward', 'init_gru_params
 import numpy as np
 
 from .checks import check_array, check_int
-from .numpy_rnn import (RecurrentLayer, check_inputs, flatten_tree, float_dtype,
+from .numpy_rnn import (RecurrentLayer, check_inputs, float_dtype,
                                     glorot_uniform, input_grads, input_projection, orthogonal, time_major)
 
 # %% ../nbs/03_gated_numpy.ipynb #4823cd48
@@ -25,7 +25,8 @@ def init_lstm_params(
     unit_forget_bias:bool=True, # initialise the forget gate's bias to 1, as Keras does by default
 )->dict:
     "Keras-default LSTM parameters: `kernel` (D, 4H), `recurrent_kernel` (H, 4H), `bias` (4H,), gates i, f, c, o."
-    input_dim, units = check_int("input_dim", input_dim), check_int("units", units); dtype = float_dtype(dtype)
+    input_dim, units = check_int("input_dim", input_dim), check_int("units", units)
+    dtype = float_dtype(dtype)
     rng = np.random.default_rng(seed)
     bias = np.zeros(4 * units, dtype)
     if unit_forget_bias: bias[units:2 * units] = 1
@@ -80,10 +81,15 @@ def lstm_forward(
     h, c = h0, c0
     for t in range(T):  # the recurrence: one (B, H) @ (H, 4H) product per step, the rest elementwise in place
         z = G[t]
-        np.matmul(h, Us, out=zz); z += zz                # z_t (halved where sigmoid) = x_t W + b + h_{t-1} U
-        np.tanh(z, out=z); z *= scale; z += shift        # i, f, o = sigmoid, g = tanh: all four gates at once
+        np.matmul(h, Us, out=zz)
+        z += zz                # z_t (halved where sigmoid) = x_t W + b + h_{t-1} U
+        np.tanh(z, out=z)
+        z *= scale
+        z += shift        # i, f, o = sigmoid, g = tanh: all four gates at once
         i, f, g, o = z[:, :H], z[:, H:2*H], z[:, 2*H:3*H], z[:, 3*H:]
-        c = np.multiply(f, c, out=cs[t]); np.multiply(i, g, out=ig); c += ig  # c_t = f c_{t-1} + i g
+        c = np.multiply(f, c, out=cs[t])
+        np.multiply(i, g, out=ig)
+        c += ig  # c_t = f c_{t-1} + i g
         np.tanh(c, out=tcs[t])
         h = np.multiply(o, tcs[t], out=hs[t])             # h_t = o tanh(c_t)
     cache = {"x": x, "h0": h0, "c0": c0, "gates": G, "hs": hs, "cs": cs, "tanh_cs": tcs, "params": params}
@@ -104,7 +110,8 @@ def lstm_backward(
     if dhs is not None: dH[:] = check_array("dhs", dhs, (B, T, H)).transpose(1, 0, 2)
     dh_next = np.zeros((B, H), dt) if dh_last is None else check_array("dh_last", dh_last, (B, H)).astype(dt)
     dc = np.zeros((B, H), dt) if dc_last is None else check_array("dc_last", dc_last, (B, H)).astype(dt)
-    C = np.zeros(4 * H, dt); C[2 * H:3 * H] = 1  # gate derivative (1 - a)(a + C): a(1-a) for sigmoid, 1-a^2 for tanh
+    C = np.zeros(4 * H, dt)
+    C[2 * H:3 * H] = 1  # gate derivative (1 - a)(a + C): a(1-a) for sigmoid, 1-a^2 for tanh
     dZ = np.empty_like(G)  # delta z_t for every step
     UT = np.ascontiguousarray(U.T)
     tmp, d1, d2 = np.empty((B, H), dt), np.empty((B, 4 * H), dt), np.empty((B, 4 * H), dt)
@@ -113,12 +120,22 @@ def lstm_backward(
         i, f, g, o = a[:, :H], a[:, H:2*H], a[:, 2*H:3*H], a[:, 3*H:]
         di, df, dg, do = dz[:, :H], dz[:, H:2*H], dz[:, 2*H:3*H], dz[:, 3*H:]
         c_prev, tc = (cs[t - 1] if t else c0), tcs[t]
-        dh = dH[t]; dh += dh_next                                   # delta h_t = output + next step
+        dh = dH[t]
+        dh += dh_next                                   # delta h_t = output + next step
         np.multiply(dh, tc, out=do)                                 # h = o tanh(c)
-        np.multiply(tc, tc, out=tmp); np.subtract(1, tmp, out=tmp); tmp *= o; tmp *= dh; dc += tmp
-        np.multiply(dc, c_prev, out=df); np.multiply(dc, g, out=di); np.multiply(dc, i, out=dg)  # c = f c' + i g
+        np.multiply(tc, tc, out=tmp)
+        np.subtract(1, tmp, out=tmp)
+        tmp *= o
+        tmp *= dh
+        dc += tmp
+        np.multiply(dc, c_prev, out=df)
+        np.multiply(dc, g, out=di)
+        np.multiply(dc, i, out=dg)  # c = f c' + i g
         dc *= f                                                     # delta c_{t-1}: the additive path
-        np.subtract(1, a, out=d1); np.add(a, C, out=d2); d1 *= d2; dz *= d1  # through the four activations
+        np.subtract(1, a, out=d1)
+        np.add(a, C, out=d2)
+        d1 *= d2
+        dz *= d1  # through the four activations
         np.matmul(dz, UT, out=dh_next)                              # delta h_{t-1} = delta z_t U^T
     h_prev = np.concatenate([h0[None], hs[:-1]]).reshape(T * B, H)  # h_0 .. h_{T-1}
     dZ2 = dZ.reshape(T * B, 4 * H)
@@ -133,14 +150,16 @@ def init_gru_params(
     dtype="float32", # dtype of every array
 )->dict:
     "Keras-default GRU parameters (`reset_after=True`): `kernel` (D, 3H), `recurrent_kernel` (H, 3H), `bias` (2, 3H)."
-    input_dim, units = check_int("input_dim", input_dim), check_int("units", units); dtype = float_dtype(dtype)
+    input_dim, units = check_int("input_dim", input_dim), check_int("units", units)
+    dtype = float_dtype(dtype)
     rng = np.random.default_rng(seed)
     return {"kernel": glorot_uniform(rng, input_dim, 3 * units, dtype),
             "recurrent_kernel": _recurrent_init(rng, units, 3, dtype), "bias": np.zeros((2, 3 * units), dtype)}
 
 def gru_forward(
     x:np.ndarray, # inputs (B, T, D) float, or token ids (B, T) int meaning one-hot inputs
-    params:dict, # `kernel` W (D, 3H), `recurrent_kernel` U (H, 3H), `bias` (2, 3H): input row, recurrent row; gates z, r, h
+    # `kernel` W (D, 3H), `recurrent_kernel` U (H, 3H), `bias` (2, 3H): input row, recurrent row; gates z, r, h
+    params:dict,
     h0:np.ndarray|None=None, # initial state (B, H); zeros when None
 )->tuple: # hidden states hs (B, T, H), a view of time-major storage, and the cache for `gru_backward`
     "Run a GRU (Keras's `reset_after=True` layout and equations) over every step of a batch of sequences."
@@ -161,11 +180,18 @@ def gru_forward(
         a = G[t]
         np.matmul(h, Us, out=zz)
         np.add(zz[:, 2*H:], b_hh, out=UH[t])                  # u^h_t
-        zr = a[:, :2*H]; zr += zz[:, :2*H]
-        np.tanh(zr, out=zr); zr *= 0.5; zr += 0.5               # z, r = sigmoid
+        zr = a[:, :2*H]
+        zr += zz[:, :2*H]
+        np.tanh(zr, out=zr)
+        zr *= 0.5
+        zr += 0.5               # z, r = sigmoid
         z, r, hh = a[:, :H], a[:, H:2*H], a[:, 2*H:]
-        np.multiply(r, UH[t], out=zz[:, 2*H:]); hh += zz[:, 2*H:]; np.tanh(hh, out=hh)  # h~ = tanh(x^h + r u^h)
-        h_new = np.subtract(h, hh, out=hs[t]); h_new *= z; h_new += hh  # h_t = z h_{t-1} + (1 - z) h~
+        np.multiply(r, UH[t], out=zz[:, 2*H:])
+        hh += zz[:, 2*H:]
+        np.tanh(hh, out=hh)  # h~ = tanh(x^h + r u^h)
+        h_new = np.subtract(h, hh, out=hs[t])
+        h_new *= z
+        h_new += hh  # h_t = z h_{t-1} + (1 - z) h~
         h = h_new
     cache = {"x": x, "h0": h0, "gates": G, "hs": hs, "uh": UH, "params": params}
     return hs.transpose(1, 0, 2), cache
@@ -191,14 +217,27 @@ def gru_backward(
         z, r, hh = a[:, :H], a[:, H:2*H], a[:, 2*H:]
         dz, dr, duh = da[:, :H], da[:, H:2*H], da[:, 2*H:]
         h_prev = hs[t - 1] if t else h0
-        dh = dH[t]; dh += dh_next                                     # delta h_t
-        np.subtract(h_prev, hh, out=dz); dz *= dh                     # h = z h' + (1 - z) h~
-        dah = dAh[t]; np.subtract(1, z, out=dah); dah *= dh
-        np.multiply(hh, hh, out=tmp); np.subtract(1, tmp, out=tmp); dah *= tmp  # h~ = tanh(a^h)
-        np.multiply(dah, UH[t], out=dr); np.multiply(dah, r, out=duh)  # a^h = x^h + r u^h
-        zr = a[:, :2*H]; np.subtract(1, zr, out=d1); d1 *= zr; da[:, :2*H] *= d1  # z, r = sigmoid
-        np.matmul(da, UT, out=dh_next); np.multiply(dh, z, out=tmp); dh_next += tmp  # delta h_{t-1}
-    dX = dA.copy(); dX[..., 2 * H:] = dAh  # the input projection's gradient: [da^z, da^r, da^h]
+        dh = dH[t]
+        dh += dh_next                                     # delta h_t
+        np.subtract(h_prev, hh, out=dz)
+        dz *= dh                     # h = z h' + (1 - z) h~
+        dah = dAh[t]
+        np.subtract(1, z, out=dah)
+        dah *= dh
+        np.multiply(hh, hh, out=tmp)
+        np.subtract(1, tmp, out=tmp)
+        dah *= tmp  # h~ = tanh(a^h)
+        np.multiply(dah, UH[t], out=dr)
+        np.multiply(dah, r, out=duh)  # a^h = x^h + r u^h
+        zr = a[:, :2*H]
+        np.subtract(1, zr, out=d1)
+        d1 *= zr
+        da[:, :2*H] *= d1  # z, r = sigmoid
+        np.matmul(da, UT, out=dh_next)
+        np.multiply(dh, z, out=tmp)
+        dh_next += tmp  # delta h_{t-1}
+    dX = dA.copy()
+    dX[..., 2 * H:] = dAh  # the input projection's gradient: [da^z, da^r, da^h]
     h_prev = np.concatenate([h0[None], hs[:-1]]).reshape(T * B, H)
     dA2, dX2 = dA.reshape(T * B, 3 * H), dX.reshape(T * B, 3 * H)
     dW, dx = input_grads(x, W, dX)
@@ -206,7 +245,8 @@ def gru_backward(
 
 # %% ../nbs/03_gated_numpy.ipynb #aca9e8dd
 class LSTM(RecurrentLayer):
-    "An LSTM layer: Keras's `LSTM` names, weight layout and defaults (tanh, sigmoid gates), with an explicit backward pass."
+    """An LSTM layer: Keras's `LSTM` names, weight layout and defaults (tanh, sigmoid gates), with an explicit backward
+    pass."""
     def __init__(self,
                  units:int, # H, size of the hidden and cell states
                  return_sequences:bool=True, # output every state (B, T, H), or only the last (B, H)

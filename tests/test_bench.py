@@ -19,7 +19,8 @@ RATIOS.append("numpy/rnn_gflops / gemm_gflops")
 
 
 def check_schema(result, keys=bench.KEYS):
-    "The object `--json` prints: config with sizes and machine, a positive number per key, GEMM rate, ratios and targets."
+    """The object `--json` prints: config with sizes and machine, a positive number per key, GEMM rate, ratios and
+    targets."""
     c = result["config"]
     for k in ("batch", "seq_len", "units", "vocab", "embedding", "repeats", "warmup"):
         assert isinstance(c[k], int) and c[k] >= (0 if k == "warmup" else 1), k
@@ -41,17 +42,20 @@ def check_schema(result, keys=bench.KEYS):
     if "numpy/rnn" in keys:
         flops = bench.step_flops("rnn", c["batch"], c["seq_len"], c["units"], c["vocab"])["total"]
         assert result["numpy/rnn_gflops"] == pytest.approx(flops / (result["ms_per_step"]["numpy/rnn"] / 1e3) / 1e9)
-        assert result["ratios"]["numpy/rnn_gflops / gemm_gflops"] == pytest.approx(result["numpy/rnn_gflops"] / result["gemm_gflops"])
+        ratio = result["numpy/rnn_gflops"] / result["gemm_gflops"]
+        assert result["ratios"]["numpy/rnn_gflops / gemm_gflops"] == pytest.approx(ratio)
 
 
 def test_flop_formulas():
-    "2·B·(D+H)·H per step forward for the vanilla cell, four times for the LSTM, three for the GRU; the step's products add up."
+    """2·B·(D+H)·H per step forward for the vanilla cell, four times for the LSTM, three for the GRU; the step's
+    products add up."""
     assert bench.cell_flops("rnn", 64, 80, 256) == 2 * 64 * (80 + 256) * 256
     assert bench.cell_flops("lstm", 3, 5, 7) == 4 * bench.cell_flops("rnn", 3, 5, 7)
     assert bench.cell_flops("gru", 3, 5, 7) == 3 * bench.cell_flops("rnn", 3, 5, 7)
     B, T, H, V = 64, 100, 256, 80
     rnn = bench.step_flops("rnn", B, T, H, V)
-    assert rnn["total"] == 6 * B * T * H * H + 6 * B * T * H * V + 2 * B * T * V * H == sum(v for k, v in rnn.items() if k != "total")
+    assert rnn["total"] == 6 * B * T * H * H + 6 * B * T * H * V + 2 * B * T * V * H
+    assert rnn["total"] == sum(v for k, v in rnn.items() if k != "total")
     lstm = bench.step_flops("lstm", B, T, H, V)
     assert lstm["total"] == 6 * B * T * H * 4 * H + 6 * B * T * H * V + 2 * B * T * V * 4 * H
     for bad in ({"kind": "tanh"}, {"batch": 0}, {"units": 2.5}, {"vocab": True}):
@@ -92,7 +96,8 @@ def test_help_names_every_option(capsys):
         bench.main(["--help"])
     assert e.value.code == 0
     out = capsys.readouterr().out
-    for opt in ("--batch", "--seq-len", "--units", "--vocab", "--repeats", "--warmup", "--only", "--quick", "--json", "--blas-threads"):
+    for opt in ("--batch", "--seq-len", "--units", "--vocab", "--repeats", "--warmup", "--only", "--quick", "--json",
+                "--blas-threads"):
         assert opt in out
 
 
@@ -105,7 +110,8 @@ def test_numpy_only_run_in_process(tmp_path, capsys):
     result = json.loads(cap.out)
     assert "numpy/rnn" in cap.err and "gemm" in cap.err
     check_schema(result, ["numpy/rnn", "numpy/lstm", "numpy/gru"])
-    assert result["ratios"].keys() == {"numpy/rnn_gflops / gemm_gflops"} and "tensorflow" not in result["config"]["machine"]
+    assert result["ratios"].keys() == {"numpy/rnn_gflops / gemm_gflops"}
+    assert "tensorflow" not in result["config"]["machine"]
     assert json.loads(out.read_text()) == result
     assert sorted(p.name for p in out.parent.iterdir()) == ["b.json"]  # written atomically: no temporary file left
     assert result["config"]["machine"]["blas"]["threads"] in (1, None)  # measured inside --blas-threads 1
@@ -142,8 +148,10 @@ def test_numpy_steps_train_the_same_task():
 
 
 def test_quick_json_command():
-    "`python -m rnn_tutorial.bench --json --quick` (one timed step each here): exactly one JSON object on stdout, all twelve keys."
-    proc = subprocess.run([sys.executable, "-m", "rnn_tutorial.bench", "--json", "--quick", "--repeats", "1", "--warmup", "1"],
+    """`python -m rnn_tutorial.bench --json --quick` (one timed step each here): exactly one JSON object on stdout, all
+    twelve keys."""
+    proc = subprocess.run([sys.executable, "-m", "rnn_tutorial.bench", "--json", "--quick", "--repeats", "1",
+                           "--warmup", "1"],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout)  # the whole of stdout is one object
@@ -166,15 +174,18 @@ def test_saved_full_run():
 
 def test_module_imports_without_tensorflow():
     "The benchmark's NumPy half and its command-line parsing need no TensorFlow: it is imported only to time TF."
-    code = "import sys, rnn_tutorial.bench as b; b.select_keys('numpy/*'); b.make_parser(); print('tensorflow' in sys.modules)"
+    code = ("import sys, rnn_tutorial.bench as b; b.select_keys('numpy/*'); b.make_parser(); "
+            "print('tensorflow' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
 
 def test_sizes_are_checked_with_the_argument_named():
     for call, msg in ((lambda: bench.gemm_gflops(batch=0), "batch must be an integer >= 1, got 0"),
-                      (lambda: bench.time_step(lambda x, y: 0.0, 2, 3, 5, repeats=True), "repeats must be an integer >= 1"),
-                      (lambda: bench.run_benchmark(only="numpy/rnn", warmup=-1), "warmup must be an integer >= 0, got -1"),
+                      (lambda: bench.time_step(lambda x, y: 0.0, 2, 3, 5, repeats=True),
+                       "repeats must be an integer >= 1"),
+                      (lambda: bench.run_benchmark(only="numpy/rnn", warmup=-1),
+                       "warmup must be an integer >= 0, got -1"),
                       (lambda: bench.set_blas_threads(1.5), "threads must be an integer >= 1, got 1.5"),
                       (lambda: bench.make_step("numpy/rnn", 0, 5), "units must be an integer >= 1, got 0")):
         with pytest.raises(ValueError, match=msg):

@@ -148,7 +148,8 @@ def test_fetch_downloads_once_then_works_offline(tmp_path):
 def test_fetch_not_cached_and_offline(tmp_path):
     with pytest.raises(DownloadError, match=r"f.txt is not cached at .*f.txt and could not be downloaded"):
         fetch("f.txt", refused_url(), FIXTURE_SHA, len(FIXTURE), cache_dir=tmp_path, timeout=10)
-    with pytest.raises(DownloadError, match=rf"not cached at .* offline=True: copy the file \({len(FIXTURE):,} bytes, sha256 {FIXTURE_SHA}"):
+    with pytest.raises(DownloadError, match=rf"not cached at .* offline=True: copy the file \({len(FIXTURE):,} bytes, "
+                                            rf"sha256 {FIXTURE_SHA}"):
         fetch("f.txt", refused_url(), FIXTURE_SHA, len(FIXTURE), cache_dir=tmp_path, offline=True)
     assert leftovers(tmp_path) == []
 
@@ -238,7 +239,8 @@ def test_language_reference_default_corpus():
 
 
 def test_unknown_corpus_name():
-    with pytest.raises(ValueError, match="name must be one of 'language-reference', 'tinyshakespeare' or the path of an "
+    with pytest.raises(ValueError, match="name must be one of 'language-reference', 'tinyshakespeare' or the path of "
+                                         "an "
                                          "existing text file, got 'shakespeare'"):
         load_corpus("shakespeare")
 
@@ -260,7 +262,8 @@ def test_read_text_errors(tmp_path):
     with pytest.raises(ValueError, match=r"empty.txt is empty: expected a non-empty text file"):
         read_text(tmp_path / "empty.txt")
     (tmp_path / "img.png").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR")
-    with pytest.raises(ValueError, match=r"img.png looks like a binary file, not text: it has a NUL byte at byte offset 8"):
+    with pytest.raises(ValueError, match=r"img.png looks like a binary file, not text: it has a NUL byte at byte "
+                                         r"offset 8"):
         read_text(tmp_path / "img.png")
     (tmp_path / "bad.txt").write_bytes("abc\n".encode() + b"\xff\xfe" + b"tail")
     with pytest.raises(ValueError, match=r"bad.txt is not valid utf-8: cannot decode b'\\xff' at byte offset 4"):
@@ -301,7 +304,8 @@ def test_vocab_unknown_policy():
 def test_vocab_bad_input():
     with pytest.raises(ValueError, match="chars must hold at least one character, got an empty text"):
         Vocab("")
-    with pytest.raises(ValueError, match="chars must be a str or an iterable of single characters, got the element 'ab'"):
+    with pytest.raises(ValueError,
+                       match="chars must be a str or an iterable of single characters, got the element 'ab'"):
         Vocab(["c", "ab"])
     with pytest.raises(ValueError, match="unknown must be a single character or None, got ''"):
         Vocab("ab", unknown="")

@@ -115,8 +115,10 @@ def test_init_recurrent_kernel():
     G = init_recurrent_kernel(400, "gaussian", seed=0)
     assert G.std() == pytest.approx(1 / 20, rel=0.05) and G.dtype == np.float64
     assert init_recurrent_kernel(4, dtype="float32").dtype == np.float32
-    np.testing.assert_array_equal(init_recurrent_kernel(5, "gaussian", seed=7), init_recurrent_kernel(5, "gaussian", seed=7))
-    assert not np.array_equal(init_recurrent_kernel(5, "gaussian", seed=7), init_recurrent_kernel(5, "gaussian", seed=8))
+    np.testing.assert_array_equal(init_recurrent_kernel(5, "gaussian", seed=7),
+                                  init_recurrent_kernel(5, "gaussian", seed=7))
+    assert not np.array_equal(init_recurrent_kernel(5, "gaussian", seed=7),
+                              init_recurrent_kernel(5, "gaussian", seed=8))
     with pytest.raises(ValueError, match="kind must be one of 'orthogonal', 'identity', 'gaussian', got 'uniform'"):
         init_recurrent_kernel(4, "uniform")
     with pytest.raises(ValueError, match="n must be an integer >= 1, got 0"):
@@ -140,7 +142,8 @@ def test_shipped_long_memory_results():
     assert len(d["runs"]) == len(cfg["tasks"]) * len(cfg["lengths"]) * len(cfg["models"])
     assert set(cfg["models"]) == set(LONG_MEMORY_MODELS)
     for r in d["runs"]:
-        assert r["baseline"] > 0 and (r["ratio"] is None or r["ratio"] == pytest.approx(r["final_loss"] / r["baseline"]))
+        assert r["baseline"] > 0
+        assert r["ratio"] is None or r["ratio"] == pytest.approx(r["final_loss"] / r["baseline"])
 
 
 def test_load_long_memory_bad_files(tmp_path):
@@ -200,7 +203,9 @@ def test_long_memory_bad_arguments_before_tensorflow(tmp_path):
 def test_rnn_state_gradients_equal_one_backward_pass():
     "The step-by-step walk back gives the same dL/dh_0 as one full backward pass of the vanilla cell."
     rng = np.random.default_rng(4)
-    p, x, h0, r = _rnn(3, 5, 2, 1.2), rng.standard_normal((2, 8, 3)), rng.standard_normal((2, 5)), rng.standard_normal((2, 5))
+    p, x, h0, r = _rnn(3, 5, 2, 1.2), rng.standard_normal((2, 8, 3)), rng.standard_normal((2,
+                                                                                           5)), rng.standard_normal((2,
+                                                                                                                     5))
     g = state_gradients("rnn", p, x, r, h0, activation="relu")
     _, _, dh0 = rnn_backward(None, rnn_forward(x, p, h0, "relu")[1], dh_last=r)
     np.testing.assert_allclose(g[:, 0], dh0, rtol=1e-12, atol=1e-14)

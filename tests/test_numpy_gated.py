@@ -142,7 +142,8 @@ def test_keras_parity(cell, dtype, tol):
     Layer = keras.layers.LSTM if cell == "lstm" else keras.layers.GRU
     layer = Layer(Hk, return_sequences=True, dtype=dtype)
     layer.build((None, Tk, Dk))
-    assert [tuple(w.shape) for w in layer.get_weights()] == [params[k].shape for k in ("kernel", "recurrent_kernel", "bias")]
+    assert [tuple(w.shape) for w in layer.get_weights()] == [params[k].shape for k in ("kernel", "recurrent_kernel",
+                                                                                       "bias")]
     layer.set_weights([params["kernel"], params["recurrent_kernel"], params["bias"]])
     _, fwd, bwd = CELLS[cell]
     np.testing.assert_allclose(np.asarray(layer(x)), fwd(x, params)[0], rtol=0, atol=tol)
@@ -150,7 +151,8 @@ def test_keras_parity(cell, dtype, tol):
     xt, st = tf.constant(x), [tf.constant(s) for s in states]
     R = rng.standard_normal(hs.shape).astype(dtype)
     with tf.GradientTape() as tape:
-        tape.watch(xt); tape.watch(st)
+        tape.watch(xt)
+        tape.watch(st)
         loss = tf.reduce_sum(layer(xt, initial_state=st) * R)
     out = np.asarray(layer(xt, initial_state=st))
     np.testing.assert_allclose(out, hs, rtol=0, atol=tol)
@@ -235,10 +237,14 @@ LP, GP = init_lstm_params(3, 4, dtype="float64"), init_gru_params(3, 4, dtype="f
     (lambda: lstm_forward(np.zeros((2, 5, 3)), GP), r"recurrent_kernel of an LSTM must have shape \(units, 4\*units\)"),
     (lambda: gru_forward(np.zeros((2, 5, 3)), {**GP, "bias": GP["bias"][0]}), r"bias must have shape \(2, 12\)"),
     (lambda: lstm_forward(np.zeros((2, 5, 3)), {**LP, "kernel": LP["kernel"].astype("float32")}), "share one dtype"),
-    (lambda: lstm_forward(np.zeros((2, 5, 3)), {"kernel": LP["kernel"]}), r"params of an LSTM must be a dict .*, got \['kernel'\]"),
-    (lambda: lstm_backward(np.zeros((2, 4, 4)), lstm_forward(np.zeros((2, 5, 3)), LP)[1]), r"dhs must have shape \(2, 5, 4\)"),
-    (lambda: lstm_backward(None, lstm_forward(np.zeros((2, 5, 3)), LP)[1], dc_last=np.zeros(4)), r"dc_last must have shape"),
-    (lambda: gru_backward(None, gru_forward(np.zeros((2, 5, 3)), GP)[1], dh_last=np.zeros((2, 5))), r"dh_last must have shape"),
+    (lambda: lstm_forward(np.zeros((2, 5, 3)), {"kernel": LP["kernel"]}),
+     r"params of an LSTM must be a dict .*, got \['kernel'\]"),
+    (lambda: lstm_backward(np.zeros((2, 4, 4)), lstm_forward(np.zeros((2, 5, 3)), LP)[1]),
+     r"dhs must have shape \(2, 5, 4\)"),
+    (lambda: lstm_backward(None, lstm_forward(np.zeros((2, 5, 3)), LP)[1], dc_last=np.zeros(4)),
+     r"dc_last must have shape"),
+    (lambda: gru_backward(None, gru_forward(np.zeros((2, 5, 3)), GP)[1], dh_last=np.zeros((2, 5))),
+     r"dh_last must have shape"),
     (lambda: LSTM(4).forward(np.zeros((2, 5, 3)), np.zeros((2, 4))), r"pair \(h0, c0\), .* got ndarray"),
     (lambda: GRU(4).forward(np.zeros((2, 5), int)), r"call build\(vocab_size\)"),
     (lambda: LSTM(0), "units must be an integer >= 1"),

@@ -38,7 +38,8 @@ def test_rnn_gradient_check(activation, inputs):
     if inputs == "float":
         x = arrays["x"] = rng.standard_normal((B, T, D))
     errs = gradient_check(_rnn_loss(x, activation, rng.standard_normal((B, T, H)), rng.standard_normal((B, H))), arrays)
-    expected = {"params/kernel", "params/recurrent_kernel", "params/bias", "h0"} | ({"x"} if inputs == "float" else set())
+    expected = {"params/kernel", "params/recurrent_kernel", "params/bias",
+                "h0"} | ({"x"} if inputs == "float" else set())
     assert set(errs) == expected
     assert max(errs.values()) < 1e-6, errs
 
@@ -57,7 +58,8 @@ def test_model_gradient_check():
         rg, _, _ = rnn_backward(dhs, rc)
         return loss, {"rnn": rg, "dense": dg}
 
-    arrays = {"rnn": init_rnn_params(5, 6, seed=2, dtype="float64"), "dense": init_dense_params(6, 5, seed=3, dtype="float64")}
+    arrays = {"rnn": init_rnn_params(5, 6, seed=2, dtype="float64"),
+              "dense": init_dense_params(6, 5, seed=3, dtype="float64")}
     assert max(gradient_check(f, arrays).values()) < 1e-6
 
 
@@ -76,7 +78,8 @@ def test_mse_gradient_check():
 @pytest.mark.parametrize("return_sequences", [True, False])
 def test_stacked_bidirectional_gradient_check(return_sequences):
     net = StackedRNN([Bidirectional(SimpleRNN(3, seed=0, dtype="float64")),
-                      SimpleRNN(2, activation="relu", return_sequences=return_sequences, seed=1, dtype="float64")]).build(D)
+                      SimpleRNN(2, activation="relu", return_sequences=return_sequences, seed=1,
+                                dtype="float64")]).build(D)
     rng = np.random.default_rng(4)
     x = rng.standard_normal((B, T, D))
     out, _ = net.forward(x)
@@ -189,7 +192,8 @@ X = np.zeros((B, T, D))
     (lambda: softmax_cross_entropy(np.zeros((B, 3)), np.zeros(B)), "targets must be an integer array"),
     (lambda: softmax_cross_entropy(np.zeros((B, 3)), np.array([0, 3])), r"targets must be class ids in \[0, 3\)"),
     (lambda: softmax_cross_entropy(np.zeros((B, 3)), np.zeros(B + 1, int)), r"targets must have shape \(2\)"),
-    (lambda: softmax_cross_entropy(np.zeros((B, 3)), np.zeros(B, int), mask=np.zeros(B)), "mask must select at least one"),
+    (lambda: softmax_cross_entropy(np.zeros((B, 3)), np.zeros(B, int), mask=np.zeros(B)),
+     "mask must select at least one"),
     (lambda: softmax_cross_entropy(np.full((B, 3), np.nan), np.zeros(B, int)), "logits must be finite"),
     (lambda: mse(np.zeros(3), np.zeros(4)), r"target must have shape \(3\)"),
     (lambda: StackedRNN([]), "at least one layer"),
@@ -252,7 +256,8 @@ def test_bidirectional_on_token_ids():
     ids = np.random.default_rng(5).integers(0, D, (B, T))
     out, cache = bi.forward(ids)
     assert out.shape == (B, T, 6)
-    np.testing.assert_allclose(out[..., 3:], rnn_forward(ids[:, ::-1], bi.backward_layer.params)[0][:, ::-1], atol=1e-12)
+    np.testing.assert_allclose(out[..., 3:], rnn_forward(ids[:, ::-1], bi.backward_layer.params)[0][:, ::-1],
+                               atol=1e-12)
     R = np.random.default_rng(6).standard_normal(out.shape)
 
     def f(a):
