@@ -6,9 +6,9 @@
 __all__ = ['SCANS', 'TF_SCANS', 'SPEED_IMPLEMENTATIONS', 'RESULTS', 'QUALITY_FILE', 'SPEED_FILE', 'PRECOMPUTE_COMMANDS',
            'combine', 'scan_loop', 'scan_hillis_steele', 'scan_blelloch', 'scan_chunked', 'linear_scan', 'scan_cost',
            'scan_closed_form', 'scan_log_space', 'scan_backward', 'init_min_params', 'mingru_forward',
-           'mingru_backward', 'minlstm_forward', 'minlstm_backward', 'MinGRU', 'MinLSTM', 'tf_layers', 'min_char_model',
-           'gru_char_model', 'gru_units_for', 'WindowTrainer', 'train_side_by_side', 'run_quality', 'step_function',
-           'time_side_by_side', 'run_speed', 'load_results', 'main']
+           'mingru_backward', 'minlstm_forward', 'minlstm_backward', 'MinGRU', 'MinLSTM', 'tf_layers', 'step_function',
+           'time_side_by_side', 'run_speed', 'load_results', 'min_char_model', 'gru_char_model', 'gru_units_for',
+           'WindowTrainer', 'train_side_by_side', 'run_quality', 'main']
 
 # %% ../nbs/13_linear_rnn.ipynb #023f2731
 import argparse
@@ -76,7 +76,7 @@ def scan_hillis_steele(
     b:np.ndarray, # inputs b_t, the same shape
     h0:np.ndarray|None=None, # initial state (...); zeros when None
 )->np.ndarray: # every state h_1 .. h_T, (T, ...)
-    "Log-depth inclusive scan (Hillis and Steele, 1986): ceil(log2 T) rounds, each combining every element with the one d back."
+    "Log-depth inclusive scan (Hillis and Steele, 1986): ceil(log2 T) rounds, each element combining the one d back."
     a, b, h0 = _check_scan_args(a, b, h0)
     A, Bs = a.copy(), _fold_h0(a, b, h0)
     d = 1
@@ -121,7 +121,7 @@ def scan_chunked(
     h0:np.ndarray|None=None, # initial state (...); zeros when None
     chunk:int|None=None, # steps per chunk C; default ceil(sqrt(T))
 )->np.ndarray: # every state h_1 .. h_T, (T, ...)
-    "Two-level scan: loop over the C positions of all T/C chunks at once, then over the chunks, then fix up: about 2 sqrt(T) steps."
+    "Two-level scan: the C positions of all T/C chunks at once, then the chunks in order, then a fix-up."
     a, b, h0 = _check_scan_args(a, b, h0)
     T, rest = len(b), b.shape[1:]
     C = math.isqrt(T - 1) + 1 if chunk is None else check_int("chunk", chunk)
@@ -156,7 +156,7 @@ def scan_cost(
     T:int, # sequence length
     method:str, # one of `SCANS`
 )->dict: # {"combines": work, "depth": sequential rounds}
-    "Work (number of combines of two (a, b) pairs, counted per element) and depth (rounds that must run one after another)."
+    "Work (combines of two (a, b) pairs, counted per element) and depth (rounds that must run one after another)."
     T, method = check_int("T", T), check_choice("method", method, SCANS)
     if method == "loop": return {"combines": T, "depth": T}
     if method == "hillis-steele":
@@ -186,7 +186,7 @@ def scan_log_space(
     log_b:np.ndarray, # log b_t, the same shape: the inputs must be positive
     log_h0:np.ndarray|None=None, # log h_0 (...); None for h_0 = 0
 )->np.ndarray: # log h_t, (T, ...)
-    "The closed form in log space: log h_t = a*_t + logcumsumexp_s(log b_s - a*_s), a*_t = sum_{s<=t} log a_s (Heinsen, 2023)."
+    "The closed form in log space (Heinsen, 2023): log h_t = a*_t + logcumsumexp(log b - a*), a*_t = cumsum log a."
     log_b = np.asarray(log_b, dtype=np.result_type(log_b, np.float32))
     log_a = check_array("log_a", log_a, log_b.shape).astype(log_b.dtype, copy=False)
     if np.isnan(log_b).any() or np.isposinf(log_b).any():
@@ -199,7 +199,7 @@ def scan_log_space(
         return np.logaddexp.accumulate(terms, axis=0)[1:] + a_star
     return np.logaddexp.accumulate(terms, axis=0) + a_star
 
-# %% ../nbs/13_linear_rnn.ipynb #bb906002
+# %% ../nbs/13_linear_rnn.ipynb #4648e128
 def scan_backward(
     dhs:np.ndarray, # dL/dh_t from outside the recurrence (the outputs), (T, ...)
     a:np.ndarray, # the coefficients a_t of the forward recurrence, (T, ...)
@@ -207,15 +207,15 @@ def scan_backward(
     dh_last:np.ndarray|None=None, # extra gradient reaching h_T (...), e.g. from a later chunk
     method:str="loop", # the scan that runs the reverse recurrence
 )->tuple: # da (T, ...), db (T, ...), dh0 (...)
-    "Gradients of h_t = a_t h_{t-1} + b_t: the reverse recurrence dh_t = dhs_t + a_{t+1} dh_{t+1} is itself a linear scan, run backwards."
+    "Gradients of h_t = a_t h_{t-1} + b_t: dh_t = dhs_t + a_{t+1} dh_{t+1} is itself a linear scan, run backwards."
     dhs = np.array(dhs)  # a copy: dh_last is added into its last step
     if dh_last is not None: dhs[-1] += dh_last
     a_next = np.zeros_like(a)
-    a_next[:-1] = a[1:]  # step t's gradient reaches h_{t-1} through a_t; in reverse time the coefficient of step t is a_{t+1}
+    a_next[:-1] = a[1:]  # dh_t reaches h_{t-1} through a_t: in reverse time, step t's coefficient is a_{t+1}
     dh = linear_scan(a_next[::-1], dhs[::-1], method=method)[::-1]
     return dh * h_prev, dh, a[0] * dh[0]
 
-# %% ../nbs/13_linear_rnn.ipynb #ee9545d5
+# %% ../nbs/13_linear_rnn.ipynb #c4ca6770
 def _sigmoid(u):
     "Logistic sigmoid as 0.5 (1 + tanh(u / 2)): no overflow for any input."
     return 0.5 * (1 + np.tanh(0.5 * u))
@@ -242,7 +242,7 @@ def init_min_params(
     seed:int=0, # seed for `np.random.default_rng`
     dtype="float32", # dtype of every array
 )->dict:
-    "Initial parameters of a minimal cell: glorot-uniform `kernel` (D, gates*H), zero `bias` (gates*H,). No recurrent kernel."
+    "Initial parameters of a minimal cell: glorot-uniform `kernel` (D, gates*H), zero `bias` (gates*H,)."
     input_dim, units, gates = check_int("input_dim", input_dim), check_int("units", units), check_int("gates", gates)
     dtype = float_dtype(dtype)
     rng = np.random.default_rng(seed)
@@ -254,7 +254,7 @@ def mingru_forward(
     h0:np.ndarray|None=None, # initial state (B, H); zeros when None
     scan:str="loop", # how to run the recurrence: one of `SCANS`
 )->tuple: # states hs (B, T, H) and the cache for `mingru_backward`
-    "minGRU (Feng et al., 2024): z_t = sigmoid(x_t W_z + b_z), h~_t = x_t W_h + b_h, h_t = (1 - z_t) h_{t-1} + z_t h~_t."
+    "minGRU (Feng et al., 2024): z_t = sigmoid(x_t W_z + b_z), h~_t = x_t W_h + b_h, h_t = (1-z_t) h_{t-1} + z_t h~_t."
     W, b, H = _check_min_params(params, 2, "a minGRU")
     x = check_inputs(x, W)
     B = x.shape[0]
@@ -331,7 +331,7 @@ def minlstm_backward(
     dW, dx = input_grads(cache["x"], cache["params"]["kernel"], dU)
     return {"kernel": dW, "bias": dU.reshape(T * B, n).sum(0)}, dx, dh0
 
-# %% ../nbs/13_linear_rnn.ipynb #37a23c50
+# %% ../nbs/13_linear_rnn.ipynb #a69fda68
 class MinGRU(RecurrentLayer):
     "A minGRU layer with the interface of the other NumPy layers (`build`, `forward`, `backward`, `final_state`, ...)."
     gates, _fwd, _bwd = 2, staticmethod(mingru_forward), staticmethod(mingru_backward)
@@ -364,12 +364,12 @@ class MinLSTM(MinGRU):
     "A minLSTM layer: the interface of `MinGRU`, three blocks (f, i, h) instead of two."
     gates, _fwd, _bwd = 3, staticmethod(minlstm_forward), staticmethod(minlstm_backward)
 
-# %% ../nbs/13_linear_rnn.ipynb #f24b9f51
+# %% ../nbs/13_linear_rnn.ipynb #dbc869ad
 TF_SCANS = ("associative", "sequential")
 _TF_LAYERS = None
 
 def tf_layers()->SimpleNamespace: # tf, keras, tf_combine, tf_linear_scan, MinGRU, MinLSTM
-    "The TensorFlow half of this module, defined on first call: importing `rnn_tutorial.linear_rnn` never imports TensorFlow."
+    "The TensorFlow half of this module, defined on first call: importing the module never imports TensorFlow."
     global _TF_LAYERS
     if _TF_LAYERS is not None: return _TF_LAYERS
     from rnn_tutorial.tf_setup import import_tensorflow
@@ -384,7 +384,7 @@ def tf_layers()->SimpleNamespace: # tf, keras, tf_combine, tf_linear_scan, MinGR
         a, # coefficients a_t, (B, T, H): batch first, as Keras layers take them
         b, # inputs b_t, the same shape
         h0=None, # initial state (B, H); zeros when None
-        method:str="associative", # "associative": `keras.ops.associative_scan`; "sequential": `tf.scan`, one step at a time
+        method:str="associative", # "associative": `keras.ops.associative_scan`; "sequential": `tf.scan`, step by step
     ): # every state h_1 .. h_T, (B, T, H)
         "h_t = a_t * h_{t-1} + b_t in TensorFlow, differentiable by `tf.GradientTape`."
         method = check_choice("method", method, TF_SCANS)
@@ -399,7 +399,7 @@ def tf_layers()->SimpleNamespace: # tf, keras, tf_combine, tf_linear_scan, MinGR
 
     @keras.saving.register_keras_serializable(package="rnn_tutorial")
     class MinGRU(keras.layers.Layer):
-        "minGRU as a Keras layer: `kernel` (D, 2H) and `bias` (2H,) in the NumPy layer's layout, the recurrence by a scan."
+        "minGRU as a Keras layer: `kernel` (D, 2H), `bias` (2H,) in the NumPy layer's layout, the recurrence by a scan."
         gates = 2
 
         def __init__(self,
@@ -454,7 +454,112 @@ def tf_layers()->SimpleNamespace: # tf, keras, tf_combine, tf_linear_scan, MinGR
                                  MinGRU=MinGRU, MinLSTM=MinLSTM)
     return _TF_LAYERS
 
-# %% ../nbs/13_linear_rnn.ipynb #9eb0c015
+# %% ../nbs/13_linear_rnn.ipynb #7200132f
+SPEED_IMPLEMENTATIONS = ("numpy minGRU loop", "numpy minGRU chunked", "numpy minGRU hillis-steele",
+                         "numpy minGRU blelloch", "numpy GRU", "tf minGRU sequential", "tf minGRU associative",
+                         "keras GRU")
+
+def step_function(
+    name:str, # one of `SPEED_IMPLEMENTATIONS`
+    B:int, # batch size
+    T:int, # steps
+    H:int, # units; the inputs have H features too
+    seed:int=0, # seed of the weights and data
+    data:tuple|None=None, # (x, dhs) float32 (B, T, H) to use instead of random ones (shared between implementations)
+): # a function of no arguments running one forward and backward pass of one layer
+    "Forward and backward of one recurrent layer on random float32 data, for timing: NumPy by hand, TF by tape."
+    name = check_choice("name", name, SPEED_IMPLEMENTATIONS)
+    rng = np.random.default_rng(seed)
+    x, dhs = data if data is not None else (rng.standard_normal((2, B, T, H)).astype(np.float32))
+    if name.startswith("numpy minGRU"):
+        params, scan = init_min_params(H, H, 2, seed), name.split()[-1]
+        return lambda: mingru_backward(dhs, mingru_forward(x, params, scan=scan)[1])
+    if name == "numpy GRU":
+        params = init_gru_params(H, H, seed)
+        return lambda: gru_backward(dhs, gru_forward(x, params)[1])
+    L = tf_layers()
+    tf = L.tf
+    layer = L.keras.layers.GRU(H, return_sequences=True) if name == "keras GRU" else L.MinGRU(H, scan=name.split()[-1])
+    xt, dt = tf.constant(x), tf.constant(dhs)
+    layer(xt[:, :2])
+
+    @tf.function
+    def fb(x, d):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            loss = tf.reduce_sum(layer(x) * d)
+        return tape.gradient(loss, [x, *layer.trainable_variables])
+    return lambda: [g.numpy() for g in fb(xt, dt)]
+
+def time_side_by_side(
+    functions:dict, # {name: function of no arguments}
+    budget:float=3.0, # seconds each function may take in all (after its warm-up)
+    rounds:int=7, # most timed calls of each
+)->dict: # {name: fastest time in seconds}
+    "Time functions in turns (one call of each per round), so that a burst of load elsewhere hits them all alike."
+    first = {}
+    for name, f in functions.items():
+        t0 = time.perf_counter()
+        f()
+        first[name] = time.perf_counter() - t0
+    reps = {name: max(1, min(rounds, int(budget / max(t, 1e-9)))) for name, t in first.items()}
+    best = {name: math.inf for name in functions}
+    for r in range(max(reps.values())):
+        for name, f in functions.items():
+            if r < reps[name]:
+                t0 = time.perf_counter()
+                f()
+                best[name] = min(best[name], time.perf_counter() - t0)
+    return best
+
+def run_speed(
+    out:str|os.PathLike|None=None, # JSON file to write (updated after every size)
+    lengths:tuple=(256, 1024, 4096, 16384), # T for the sweep over length
+    sizes:tuple=((1, 64), (16, 256)), # (B, H) of the sweeps over length
+    widths:tuple=((1, 64), (4, 64), (16, 64), (16, 256), (64, 256)), # (B, H) of the sweep over B*H at T=1024
+    implementations:tuple=SPEED_IMPLEMENTATIONS, # what to time
+    cap:float=3.0, # an implementation slower than this (seconds) is not timed at longer lengths of the same B, H
+    command:str="", # the command line, recorded
+)->dict:
+    "Seconds per forward+backward of one layer, every implementation at every size, measured side by side in one run."
+    result = {"format": "rnn-tutorial.linear-rnn-speed", "version": 1, "command": command, "versions": _versions(),
+              "cpu_count": os.cpu_count(), "cap_seconds": cap, "runs": []}
+    todo = [(B, T, H) for B, H in sizes for T in lengths]
+    todo += [(B, 1024, H) for B, H in widths if (B, 1024, H) not in todo]
+    start, slow = time.perf_counter(), {}
+    for B, T, H in todo:
+        data = tuple(np.random.default_rng(0).standard_normal((2, B, T, H)).astype(np.float32))
+        names = [n for n in implementations if slow.get((n, B, H), T) >= T]  # skip what was over `cap` at a shorter T
+        best = time_side_by_side({n: step_function(n, B, T, H, data=data) for n in names})
+        for name in implementations:
+            seconds = best.get(name)
+            if seconds is not None and seconds > cap: slow[(name, B, H)] = T
+            result["runs"].append({"implementation": name, "B": B, "T": T, "H": H, "seconds": seconds})
+            print(f"B={B:3d} T={T:6d} H={H:4d} {name:28s} "
+                  + ("skipped" if seconds is None else f"{seconds * 1e3:9.2f} ms"), flush=True)
+        result["total_seconds"] = round(time.perf_counter() - start, 1)
+        if out is not None: _atomic_json(out, result)
+    return result
+
+# %% ../nbs/13_linear_rnn.ipynb #9bfde774
+RESULTS = Path(str(importlib.resources.files("rnn_tutorial"))) / "results"  # shipped with the package
+QUALITY_FILE, SPEED_FILE = RESULTS / "linear_rnn_quality.json", RESULTS / "linear_rnn_speed.json"
+PRECOMPUTE_COMMANDS = tuple(f"OPENBLAS_NUM_THREADS=1 python -m rnn_tutorial.linear_rnn {c} --threads 1 --out "
+                            f"rnn_tutorial/results/linear_rnn_{c}.json" for c in ("speed", "quality"))
+
+def load_results(
+    path:str|os.PathLike, # a file written by `main` (`speed` or `quality`)
+)->dict:
+    "Precomputed results of chapter 13, read from JSON and checked."
+    path = Path(path)
+    if not path.exists(): raise FileNotFoundError(f"no results at {path}; run: {' && '.join(PRECOMPUTE_COMMANDS)}")
+    d = json.loads(path.read_text())
+    if not isinstance(d, dict) or d.get("format") not in ("rnn-tutorial.linear-rnn-speed",
+                                                           "rnn-tutorial.linear-rnn-quality"):
+        raise ValueError(f"{path} is not a results file of rnn_tutorial.linear_rnn")
+    return d
+
+# %% ../nbs/13_linear_rnn.ipynb #81105312
 def min_char_model(
     vocab_size:int, # V
     units:int=128, # width of the embedding, every block and the recurrence
@@ -464,7 +569,7 @@ def min_char_model(
     mlp_ratio:int=4, # the MLP's hidden width, in units
     seed:int=0, # seed of the initial weights
 ): # a Keras model: ids (B, T) -> logits (B, T, V)
-    "A character model of stacked minimal RNNs: embedding, `layers` x [x + rnn(norm(x)), x + mlp(norm(x))], norm, dense."
+    "A character model of stacked minimal RNNs: embedding, `layers` x [x + rnn(norm(x)); x + mlp(norm(x))], dense."
     V, H, L = check_int("vocab_size", vocab_size), check_int("units", units), check_int("layers", layers)
     T = tf_layers()
     keras, cls = T.keras, {"mingru": T.MinGRU, "minlstm": T.MinLSTM}[check_choice("cell", cell, ("mingru", "minlstm"))]
@@ -499,7 +604,7 @@ def gru_units_for(
     def count(H): return vocab_size * H + 3 * (2 * H * H + 2 * H) + H * vocab_size + vocab_size
     return min(range(1, 4097), key=lambda H: abs(count(H) - n_params))
 
-# %% ../nbs/13_linear_rnn.ipynb #122ca94c
+# %% ../nbs/13_linear_rnn.ipynb #3f746fe8
 def _atomic_json(path, obj):
     "Write `obj` as JSON to `path` through a temporary file and a rename."
     path = Path(path)
@@ -599,7 +704,7 @@ def _adding_model(kind, T, units):
 
 def run_quality(
     out:str|os.PathLike|None=None, # JSON file to write (updated after every run)
-    seconds:float=240.0, # wall-clock training budget of each character model
+    seconds:float=180.0, # wall-clock training budget of each character model
     units:int=128, # width of the minGRU model
     layers:int=3, # its residual blocks
     scan:str="sequential", # its scan in TensorFlow (`tf.scan` measured faster than the associative scan at this size)
@@ -608,7 +713,7 @@ def run_quality(
     adding_steps:int=1000, # Adam steps on the adding problem (chapter 04's protocol: 1000)
     command:str="", # the command line, recorded
 )->dict:
-    "The quality runs of chapter 13: minGRU against a GRU of the same size on the default corpus, and the adding problem."
+    "Chapter 13's quality runs: minGRU against a GRU of the same size on the default corpus; the adding problem."
     from rnn_tutorial.numpy_train import get_data
     tf, keras = tf_layers().tf, tf_layers().keras
     tf.config.experimental.enable_op_determinism()
@@ -629,7 +734,7 @@ def run_quality(
               f"{log['final_bits_per_char']:.3f} bits/char", flush=True)
     result["char"]["gru"]["units"] = H_gru
     if out is not None: _atomic_json(out, result)
-    steps, batch_size, n_valid, seed = adding_steps, 64, 512, 0  # chapter 04's protocol (rnn_tutorial/results/long_memory.json)
+    steps, batch_size, n_valid, seed = adding_steps, 64, 512, 0  # chapter 04's protocol (results/long_memory.json)
     X, Y = adding_problem(steps * batch_size, adding_T, seed)
     Xv, Yv = adding_problem(n_valid, adding_T, seed + 10_000)
     baseline = float(np.mean((Yv - Y.mean()) ** 2))
@@ -648,111 +753,7 @@ def run_quality(
         if out is not None: _atomic_json(out, result)
     return result
 
-# %% ../nbs/13_linear_rnn.ipynb #e46c2bfb
-SPEED_IMPLEMENTATIONS = ("numpy minGRU loop", "numpy minGRU chunked", "numpy minGRU hillis-steele",
-                         "numpy minGRU blelloch", "numpy GRU", "tf minGRU sequential", "tf minGRU associative",
-                         "keras GRU")
-
-def step_function(
-    name:str, # one of `SPEED_IMPLEMENTATIONS`
-    B:int, # batch size
-    T:int, # steps
-    H:int, # units; the inputs have H features too
-    seed:int=0, # seed of the weights and data
-    data:tuple|None=None, # (x, dhs) float32 (B, T, H) to use instead of random ones (shared between implementations)
-): # a function of no arguments running one forward and backward pass of one layer
-    "Forward and backward of one recurrent layer on random float32 data, for timing: NumPy by hand, TF by tape."
-    name = check_choice("name", name, SPEED_IMPLEMENTATIONS)
-    rng = np.random.default_rng(seed)
-    x, dhs = data if data is not None else (rng.standard_normal((2, B, T, H)).astype(np.float32))
-    if name.startswith("numpy minGRU"):
-        params, scan = init_min_params(H, H, 2, seed), name.split()[-1]
-        return lambda: mingru_backward(dhs, mingru_forward(x, params, scan=scan)[1])
-    if name == "numpy GRU":
-        params = init_gru_params(H, H, seed)
-        return lambda: gru_backward(dhs, gru_forward(x, params)[1])
-    L = tf_layers()
-    tf = L.tf
-    layer = L.keras.layers.GRU(H, return_sequences=True) if name == "keras GRU" else L.MinGRU(H, scan=name.split()[-1])
-    xt, dt = tf.constant(x), tf.constant(dhs)
-    layer(xt[:, :2])
-
-    @tf.function
-    def fb(x, d):
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            loss = tf.reduce_sum(layer(x) * d)
-        return tape.gradient(loss, [x, *layer.trainable_variables])
-    return lambda: [g.numpy() for g in fb(xt, dt)]
-
-def time_side_by_side(
-    functions:dict, # {name: function of no arguments}
-    budget:float=3.0, # seconds each function may take in all (after its warm-up)
-    rounds:int=7, # most timed calls of each
-)->dict: # {name: fastest time in seconds}
-    "Time functions in turns (one call of each per round), so that a burst of load elsewhere hits them all alike."
-    first = {}
-    for name, f in functions.items():
-        t0 = time.perf_counter()
-        f()
-        first[name] = time.perf_counter() - t0
-    reps = {name: max(1, min(rounds, int(budget / max(t, 1e-9)))) for name, t in first.items()}
-    best = {name: math.inf for name in functions}
-    for r in range(max(reps.values())):
-        for name, f in functions.items():
-            if r < reps[name]:
-                t0 = time.perf_counter()
-                f()
-                best[name] = min(best[name], time.perf_counter() - t0)
-    return best
-
-def run_speed(
-    out:str|os.PathLike|None=None, # JSON file to write (updated after every size)
-    lengths:tuple=(256, 1024, 4096, 16384), # T for the sweep over length
-    sizes:tuple=((1, 64), (16, 256)), # (B, H) of the sweeps over length
-    widths:tuple=((1, 64), (4, 64), (16, 64), (16, 256), (64, 256)), # (B, H) of the sweep over B*H at T=1024
-    implementations:tuple=SPEED_IMPLEMENTATIONS, # what to time
-    cap:float=3.0, # an implementation slower than this (seconds) is not timed at longer lengths of the same B, H
-    command:str="", # the command line, recorded
-)->dict:
-    "Seconds per forward+backward of one layer for every implementation at every size, measured side by side in one run."
-    result = {"format": "rnn-tutorial.linear-rnn-speed", "version": 1, "command": command, "versions": _versions(),
-              "cpu_count": os.cpu_count(), "cap_seconds": cap, "runs": []}
-    todo = [(B, T, H) for B, H in sizes for T in lengths]
-    todo += [(B, 1024, H) for B, H in widths if (B, 1024, H) not in todo]
-    start, slow = time.perf_counter(), {}
-    for B, T, H in todo:
-        data = tuple(np.random.default_rng(0).standard_normal((2, B, T, H)).astype(np.float32))
-        names = [n for n in implementations if slow.get((n, B, H), T) >= T]  # skip what was over `cap` at a shorter T
-        best = time_side_by_side({n: step_function(n, B, T, H, data=data) for n in names})
-        for name in implementations:
-            seconds = best.get(name)
-            if seconds is not None and seconds > cap: slow[(name, B, H)] = T
-            result["runs"].append({"implementation": name, "B": B, "T": T, "H": H, "seconds": seconds})
-            print(f"B={B:3d} T={T:6d} H={H:4d} {name:28s} "
-                  + ("skipped" if seconds is None else f"{seconds * 1e3:9.2f} ms"), flush=True)
-        result["total_seconds"] = round(time.perf_counter() - start, 1)
-        if out is not None: _atomic_json(out, result)
-    return result
-
-# %% ../nbs/13_linear_rnn.ipynb #7b8b5a30
-RESULTS = Path(str(importlib.resources.files("rnn_tutorial"))) / "results"  # shipped with the package
-QUALITY_FILE, SPEED_FILE = RESULTS / "linear_rnn_quality.json", RESULTS / "linear_rnn_speed.json"
-PRECOMPUTE_COMMANDS = tuple(f"OPENBLAS_NUM_THREADS=1 python -m rnn_tutorial.linear_rnn {c} --threads 1 --out "
-                            f"rnn_tutorial/results/linear_rnn_{c}.json" for c in ("speed", "quality"))
-
-def load_results(
-    path:str|os.PathLike, # a file written by `main` (`speed` or `quality`)
-)->dict:
-    "Precomputed results of chapter 13, read from JSON and checked."
-    path = Path(path)
-    if not path.exists(): raise FileNotFoundError(f"no results at {path}; run: {' && '.join(PRECOMPUTE_COMMANDS)}")
-    d = json.loads(path.read_text())
-    if not isinstance(d, dict) or d.get("format") not in ("rnn-tutorial.linear-rnn-speed",
-                                                           "rnn-tutorial.linear-rnn-quality"):
-        raise ValueError(f"{path} is not a results file of rnn_tutorial.linear_rnn")
-    return d
-
+# %% ../nbs/13_linear_rnn.ipynb #54ad6175
 def main(argv=None):
     "`python -m rnn_tutorial.linear_rnn speed|quality --out FILE`: the long runs of chapter 13 (they need TensorFlow)."
     p = argparse.ArgumentParser(prog="python -m rnn_tutorial.linear_rnn",
@@ -765,11 +766,12 @@ def main(argv=None):
     qp = sub.add_parser("quality", help="minGRU against a GRU of the same size; the adding problem at T=200")
     qp.add_argument("--out", required=True)
     qp.add_argument("--threads", type=int, default=0, help="TensorFlow's threads per op (0: its default)")
-    qp.add_argument("--seconds", type=float, default=240.0, help="wall-clock budget of each character model")
+    qp.add_argument("--seconds", type=float, default=180.0, help="wall-clock budget of each character model")
     argv = sys.argv[1:] if argv is None else list(argv)
     a = p.parse_args(argv)
     blas = os.environ.get("OPENBLAS_NUM_THREADS")
-    command = " ".join([*([f"OPENBLAS_NUM_THREADS={blas}"] if blas else []), "python -m rnn_tutorial.linear_rnn", *argv])
+    prefix = [f"OPENBLAS_NUM_THREADS={blas}"] if blas else []
+    command = " ".join([*prefix, "python -m rnn_tutorial.linear_rnn", *argv])
     if a.threads:  # before TensorFlow runs its first op
         tf = tf_layers().tf
         tf.config.threading.set_intra_op_parallelism_threads(a.threads)

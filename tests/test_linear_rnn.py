@@ -57,7 +57,8 @@ def test_log_space_matches_loop(T, seed):
 def test_scan_backward_is_the_transposed_recurrence():
     "Gradients of sum(h * R) through the recurrence, against finite differences, with every scan."
     rng = np.random.default_rng(1)
-    a, b, h0, R = rng.uniform(-1, 1, (6, 2)), rng.standard_normal((6, 2)), rng.standard_normal(2), rng.standard_normal((6, 2))
+    a, b, R = rng.uniform(-1, 1, (6, 2)), rng.standard_normal((6, 2)), rng.standard_normal((6, 2))
+    h0 = rng.standard_normal(2)
     for m in SCANS:
         def f(arr):
             hs = scan_loop(arr["a"], arr["b"], arr["h0"])
@@ -130,7 +131,8 @@ def test_config_round_trip():
     (lambda: linear_scan(np.ones(0), np.ones(0)), "b must be an array (time, ...) with at least 1 step"),
     (lambda: linear_scan(np.ones(2), np.array([1.0, np.nan])), "b must be finite"),
     (lambda: linear_scan(np.ones(2, int), np.ones(2)), "a must be a floating-point array"),
-    (lambda: mingru_forward(np.ones((1, 2, 3)), {"kernel": np.ones((3, 4))}), "must be a dict with 'kernel' and 'bias'"),
+    (lambda: mingru_forward(np.ones((1, 2, 3)), {"kernel": np.ones((3, 4))}),
+     "must be a dict with 'kernel' and 'bias'"),
     (lambda: mingru_forward(np.ones((1, 2, 3)), init_min_params(4, 2, 2)), "x must have shape"),
     (lambda: minlstm_forward(np.ones((1, 2, 3)), init_min_params(3, 2, 2)), "kernel of a minLSTM must have shape"),
     (lambda: mingru_forward(np.ones((1, 2, 3)), init_min_params(3, 2, 2), h0=np.ones((2, 2))), "h0 must have shape"),
