@@ -528,7 +528,9 @@ def test_copy_memory():
 def test_parity():
     X, y = parity(1000, 17, seed=2)
     assert X.shape == (1000, 17) and y.shape == (1000,) and set(np.unique(X)) == {0, 1}
-    assert np.array_equal(y, X.sum(1) % 2)
+    assert np.array_equal(y, np.bitwise_xor.reduce(X, axis=1))  # an independent definition: XOR of the bits
+    assert 0.4 < y.mean() < 0.6 and y.dtype == np.int32
+    assert np.array_equal(parity(1000, 17, seed=2)[0], X) and not np.array_equal(parity(1000, 17, seed=3)[0], X)
     with pytest.raises(ValueError, match="seq_len must be an integer >= 1"):
         parity(3, 0)
 
