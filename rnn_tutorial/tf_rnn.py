@@ -28,7 +28,8 @@ class _Cell(keras.layers.Layer):
 
     def __init__(self,
                  units:int, # H, size of the hidden state
-                 input_dim:int|None=None, # vocabulary size when the inputs are token ids (B, T); else read from the inputs
+                 input_dim:int|None=None,
+                 # vocabulary size when the inputs are token ids (B, T); else read from the inputs
                  **kwargs):
         super().__init__(**kwargs)
         self.units, self.input_dim = check_int("units", units), input_dim
@@ -51,7 +52,8 @@ class _Cell(keras.layers.Layer):
             raise ValueError(f"input_dim must equal the inputs' {D} features, got {self.input_dim}")
         G = self.gates * self.units
         self.kernel = self.add_weight(shape=(D, G), initializer="glorot_uniform", name="kernel")
-        self.recurrent_kernel = self.add_weight(shape=(self.units, G), initializer="orthogonal", name="recurrent_kernel")
+        self.recurrent_kernel = self.add_weight(shape=(self.units, G), initializer="orthogonal",
+                                                name="recurrent_kernel")
         self.bias = self.add_weight(shape=self._bias_shape(), initializer=self._bias_init(), name="bias")
 
     def _input_bias(self): return self.bias
@@ -96,7 +98,8 @@ class RNNCell(_Cell):
 
 @keras.saving.register_keras_serializable(package="rnn_tutorial")
 class LSTMCell(_Cell):
-    "The LSTM cell, gates i, f, c, o, with Keras's `LSTMCell` weights (`unit_forget_bias`: the f part of the bias starts at 1)."
+    ("The LSTM cell, gates i, f, c, o, with Keras's `LSTMCell` weights (`unit_forget_bias`: the f part of the bias "
+     "starts at 1).")
     gates = CELL_GATES["lstm"]
 
     @property
@@ -119,7 +122,8 @@ class LSTMCell(_Cell):
 
 @keras.saving.register_keras_serializable(package="rnn_tutorial")
 class GRUCell(_Cell):
-    "The GRU cell with `reset_after=True` (gates z, r, h; `bias` (2, 3H): input row, recurrent row), Keras's and cuDNN's variant."
+    ("The GRU cell with `reset_after=True` (gates z, r, h; `bias` (2, 3H): input row, recurrent row), Keras's and "
+     "cuDNN's variant.")
     gates = CELL_GATES["gru"]
 
     def _bias_shape(self): return (2, 3 * self.units)
@@ -182,7 +186,8 @@ def make_layer(
             raise ValueError(f"input_dim must be None for Keras's built-in layers (one-hot encode token ids or use an "
                              f"Embedding), got {input_dim!r}")
         extra = {"reset_after": True} if kind == "gru" else {}
-        return getattr(keras.layers, _BUILTIN[kind])(units, return_sequences=return_sequences, return_state=return_state,
+        return getattr(keras.layers, _BUILTIN[kind])(units, return_sequences=return_sequences,
+                                                     return_state=return_state,
                                                      dtype=dtype, **extra, **kwargs)
     cell_kw = {k: kwargs.pop(k) for k in ("activation",) if k in kwargs}
     return Recurrent(CELL_CLASSES[kind](units, input_dim=input_dim, dtype=dtype, **cell_kw),
@@ -196,7 +201,8 @@ def to_keras_weights(
 )->list: # arrays in Keras's order, for `layer.set_weights`
     "NumPy parameters as the list `layer.set_weights` expects."
     if not isinstance(params, dict) or not {"kernel", "bias"} <= set(params) or set(params) - set(_ORDER):
-        raise ValueError(f"params must be a dict with 'kernel', 'bias' and optionally 'recurrent_kernel', got {sorted(params) if isinstance(params, dict) else type(params).__name__}")
+        raise ValueError(f"params must be a dict with 'kernel', 'bias' and optionally 'recurrent_kernel', got "
+                         f"{sorted(params) if isinstance(params, dict) else type(params).__name__}")
     return [np.asarray(params[k]) for k in _ORDER if k in params]
 
 def from_keras_weights(
@@ -212,7 +218,8 @@ def from_keras_weights(
 # %% ../nbs/05_rnn_tensorflow.ipynb #80016b88
 @keras.saving.register_keras_serializable(package="rnn_tutorial")
 class TFAdam(keras.optimizers.Optimizer):
-    "Adam written as `numpy_train.Adam`: `p -= lr_t m / (sqrt(v) + eps sqrt(1 - beta2^t))`, `lr_t = lr sqrt(1 - beta2^t) / (1 - beta1^t)`."
+    ("Adam written as `numpy_train.Adam`: `p -= lr_t m / (sqrt(v) + eps sqrt(1 - beta2^t))`, `lr_t = lr sqrt(1 - "
+     "beta2^t) / (1 - beta1^t)`.")
     def __init__(self, learning_rate=1e-3, beta_1=0.9, beta_2=0.999, epsilon=1e-8, name="tf_adam", **kwargs):
         super().__init__(learning_rate=learning_rate, name=name, **kwargs)
         self.beta_1, self.beta_2, self.epsilon = float(beta_1), float(beta_2), float(epsilon)
@@ -227,7 +234,8 @@ class TFAdam(keras.optimizers.Optimizer):
         dt = variable.dtype
         lr, g = ops.cast(learning_rate, dt), ops.cast(gradient, dt)
         t = ops.cast(self.iterations + 1, dt)
-        b1, b2 = ops.convert_to_tensor(self.beta_1, dt), ops.convert_to_tensor(self.beta_2, dt)  # not cast(): that rounds to float32 first
+        # not cast(): that rounds to float32 first
+        b1, b2 = ops.convert_to_tensor(self.beta_1, dt), ops.convert_to_tensor(self.beta_2, dt)
         c1, c2 = 1 - ops.power(b1, t), ops.sqrt(1 - ops.power(b2, t))
         i = self._get_variable_index(variable)
         m, v = self._m[i], self._v[i]
@@ -250,9 +258,11 @@ class CharModel(keras.Model):
                  builtin:bool=False, # Keras's built-in recurrent layer (needs `embedding_dim`) instead of ours
                  **kwargs): # Model arguments, e.g. dtype
         super().__init__(**kwargs)
-        self.vocab_size, self.units, self.kind, self.embedding_dim, self.builtin = vocab_size, units, kind, embedding_dim, builtin
+        self.vocab_size, self.units, self.kind = vocab_size, units, kind
+        self.embedding_dim, self.builtin = embedding_dim, builtin
         dtype = self.dtype_policy
-        self.embedding = None if embedding_dim is None else keras.layers.Embedding(vocab_size, embedding_dim, dtype=dtype)
+        self.embedding = None if embedding_dim is None else keras.layers.Embedding(vocab_size, embedding_dim,
+                                                                                   dtype=dtype)
         self.rnn = make_layer(kind, units, builtin=builtin, return_state=True,
                               input_dim=vocab_size if embedding_dim is None else None, dtype=dtype)
         self.dense = keras.layers.Dense(vocab_size, dtype=dtype)
@@ -263,7 +273,9 @@ class CharModel(keras.Model):
     def build(self, input_shape=None):
         "Create every weight (so that a loaded model has its weights before its first call)."
         if self.embedding is None: self.rnn.build((None, None))
-        else: self.embedding.build((None, None)); self.rnn.build((None, None, self.embedding_dim))
+        else:
+            self.embedding.build((None, None))
+            self.rnn.build((None, None, self.embedding_dim))
         self.dense.build((None, None, self.units))
         self.built = True
 
@@ -274,7 +286,8 @@ class CharModel(keras.Model):
         return self.dense(hs), state
 
     def compute_mask(self, ids, mask=None):
-        "The logits keep the input's mask (padded steps stay marked for layers and losses downstream); the final states have none."
+        ("The logits keep the input's mask (padded steps stay marked for layers and losses downstream); the final "
+         "states have none.")
         return mask, [None] * self.n_states
 
     @property
@@ -284,7 +297,8 @@ class CharModel(keras.Model):
 
     def set_params(self, params:dict):
         "Load a `numpy_train.CharRNN.params` dict."
-        self.rnn.set_weights(to_keras_weights(params["rnn"])); self.dense.set_weights(to_keras_weights(params["dense"]))
+        self.rnn.set_weights(to_keras_weights(params["rnn"]))
+        self.dense.set_weights(to_keras_weights(params["dense"]))
 
     def get_config(self):
         return {**super().get_config(), "vocab_size": self.vocab_size, "units": self.units, "kind": self.kind,
@@ -292,21 +306,24 @@ class CharModel(keras.Model):
 
 # %% ../nbs/05_rnn_tensorflow.ipynb #11df326d
 class TrainStep:
-    "Steps 3 to 6 of `numpy_train.Trainer.train_step` in TensorFlow (forward, loss, `tf.GradientTape`, clip and update), as one `tf.function`."
+    ("Steps 3 to 6 of `numpy_train.Trainer.train_step` in TensorFlow (forward, loss, `tf.GradientTape`, clip and "
+     "update), as one `tf.function`.")
     def __init__(self,
                  model:CharModel, # the model to train
                  optimizer=None, # a Keras optimizer; default `TFAdam(2e-3)`, as the NumPy trainer
                  clip_norm:float|None=5.0, # clip by global norm, or None
                  clip_value:float|None=None, # clip by value first, or None
                  jit_compile:bool=False, # compile the step with XLA
-                 fixed_signature:bool=True, # one input signature with (batch, time) unknown: no retracing when T changes
+                 fixed_signature:bool=True,
+                 # one input signature with (batch, time) unknown: no retracing when T changes
                  masked:bool=False, # take a mask (B, T) of real steps (right-padded batches)
                 ):
         self.model, self.clip_norm, self.clip_value, self.masked = model, clip_norm, clip_value, masked
         self.optimizer = TFAdam(2e-3) if optimizer is None else optimizer
         self.loss_scaling = isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer)
         if self.loss_scaling and clip_norm is not None and self.optimizer.inner_optimizer.global_clipnorm is None:
-            raise ValueError("with loss scaling the gradients must be unscaled before clipping: give the inner optimizer global_clipnorm instead")
+            raise ValueError("with loss scaling the gradients must be unscaled before clipping: give the inner "
+                             "optimizer global_clipnorm instead")
         if not model.built: model.build((None, None))
         self.variables = model.trainable_variables
         self.optimizer.build(self.variables)  # its slots exist before tracing: creating them inside would trace twice
@@ -327,12 +344,15 @@ class TrainStep:
             w = tf.ones_like(nll) if mask is None else tf.cast(mask, nll.dtype)
             loss = tf.reduce_sum(nll * w) / tf.reduce_sum(w)
             scaled = self.optimizer.scale_loss(loss) if self.loss_scaling else loss
-        grads = [tf.convert_to_tensor(g) for g in tape.gradient(scaled, self.variables)]  # step 5: backward (dense, as NumPy's)
-        if self.loss_scaling:                                                          # step 6: the optimizer unscales, checks, clips
+        # step 5: backward (dense, as NumPy's)
+        grads = [tf.convert_to_tensor(g) for g in tape.gradient(scaled, self.variables)]
+        # step 6: the optimizer unscales, checks, clips
+        if self.loss_scaling:
             norm = tf.linalg.global_norm(grads) / tf.cast(self.optimizer.scale_loss(1.0), grads[0].dtype)
         else:                                                                          # step 6: clip, then update
             norm = tf.linalg.global_norm(grads)
-            if self.clip_value is not None: grads = [tf.clip_by_value(g, -self.clip_value, self.clip_value) for g in grads]
+            if self.clip_value is not None:
+                grads = [tf.clip_by_value(g, -self.clip_value, self.clip_value) for g in grads]
             if self.clip_norm is not None: grads, _ = tf.clip_by_global_norm(grads, self.clip_norm)
         self.optimizer.apply(grads, self.variables)
         return loss, norm, final
@@ -345,8 +365,10 @@ class TrainStep:
                 )->tuple: # loss (nats), global norm before clipping, final state(s)
         "One step on one window."
         x, y = tf.convert_to_tensor(x, tf.int32), tf.convert_to_tensor(y, tf.int32)
-        if state is None: state = [tf.zeros((x.shape[0], self.model.units), self.model.compute_dtype)] * self.model.n_states
-        state = [tf.convert_to_tensor(s, self.model.compute_dtype) for s in (state if isinstance(state, (list, tuple)) else [state])]
+        if state is None:
+            state = [tf.zeros((x.shape[0], self.model.units), self.model.compute_dtype)] * self.model.n_states
+        state = [tf.convert_to_tensor(s, self.model.compute_dtype)
+                 for s in (state if isinstance(state, (list, tuple)) else [state])]
         args = (x, y, *([tf.convert_to_tensor(mask, tf.bool)] if self.masked else []), *state)
         loss, norm, final = self.fn(*args)
         return loss, norm, final

@@ -1,4 +1,5 @@
-"Classification (`rnn_tutorial.apps.classification`): the generated messages, word ids, metrics against hand-computed cases, the NumPy bag of words, and the recurrent classifier's shapes, masking and errors."
+("Classification (`rnn_tutorial.apps.classification`): the generated messages, word ids, metrics against hand-computed "
+ "cases, the NumPy bag of words, and the recurrent classifier's shapes, masking and errors.")
 import numpy as np
 import pytest
 
@@ -6,9 +7,10 @@ from rnn_tutorial.apps.classification import (CLASS_NAMES, KIND_NAMES, BagOfWord
                                               plot_confusion, predict_proba, prose_sentences, rnn_classifier,
                                               spam_messages, tokenize, word_vocab)
 from rnn_tutorial.data import pad_sequences
-from rnn_tutorial.tf_rnn import import_tensorflow, quiet_stderr
+from rnn_tutorial.tf_setup import configure_tensorflow, import_tensorflow, quiet_stderr
 
 tf, keras = import_tensorflow()
+configure_tensorflow()
 
 
 # --- data -----------------------------------------------------------------------------------------------------
@@ -46,7 +48,7 @@ def test_word_vocab_and_encode_texts():
     assert ids.dtype == np.int32
     assert encode_texts(["b"], vocab, max_len=6)[0].shape == (1, 6)
     with pytest.raises(ValueError, match="max_len"): encode_texts(["a b c"], vocab, max_len=2)
-    with pytest.raises(ValueError, match=r"texts\[1\] has no words"): encode_texts(["a", "42 !"], vocab)
+    with pytest.raises(ValueError, match=r"texts\[1\] must hold at least one word"): encode_texts(["a", "42 !"], vocab)
     with pytest.raises(ValueError, match="texts must be"): encode_texts("a b", vocab)
     with pytest.raises(ValueError, match="vocab must be"): encode_texts(["a"], {"a": 0})
     with pytest.raises(ValueError, match="min_count"): word_vocab(["a"], min_count=0)
@@ -120,7 +122,8 @@ def test_bag_of_words_features_ignore_order_count_and_padding():
     bow = BagOfWords(5)
     X = bow.features(np.array([[2, 3, 3, 0], [3, 2, 0, 0], [4, 0, 0, 0]]))
     np.testing.assert_array_equal(X, [[0, 0, 1, 1, 0], [0, 0, 1, 1, 0], [0, 0, 0, 0, 1]])
-    np.testing.assert_array_equal(bow.predict_proba(np.array([[2, 3], [3, 2]]))[0], bow.predict_proba(np.array([[3, 2], [2, 3]]))[0])
+    np.testing.assert_array_equal(bow.predict_proba(np.array([[2, 3], [3, 2]]))[0],
+                                  bow.predict_proba(np.array([[3, 2], [2, 3]]))[0])
 
 
 def test_bag_of_words_gradient_and_fit():
@@ -133,7 +136,9 @@ def test_bag_of_words_gradient_and_fit():
     num = np.zeros_like(bow.W)
     for idx in np.ndindex(*bow.W.shape):
         for s in (1, -1):
-            bow.W[idx] += s * 1e-6; num[idx] += s * bow.loss(ids, y) / 2e-6; bow.W[idx] -= s * 1e-6
+            bow.W[idx] += s * 1e-6
+            num[idx] += s * bow.loss(ids, y) / 2e-6
+            bow.W[idx] -= s * 1e-6
     np.testing.assert_allclose(num, dW, rtol=1e-6, atol=1e-9)
     W0 = bow.W.copy()
     bow.fit(ids, y, steps=1, lr=0.1)
@@ -143,14 +148,17 @@ def test_bag_of_words_gradient_and_fit():
 def test_bag_of_words_learns_a_vocabulary_rule_but_not_order():
     # class = whether word 2 occurs: separable by a bag of words
     rng = np.random.default_rng(0)
-    ids = rng.integers(3, 10, (200, 6)); has = rng.random(200) < 0.5
+    ids = rng.integers(3, 10, (200, 6))
+    has = rng.random(200) < 0.5
     ids[has, rng.integers(0, 6, has.sum())] = 2
     bow = BagOfWords(10)
     losses = bow.fit(ids, has.astype(int), steps=300, lr=1.0)
     assert losses[-1] < losses[0] / 3 and (bow.predict(ids) == has).mean() == 1.0
     # class = whether 2 comes before 3: invisible to it
-    order = np.array([[2, 3], [3, 2]] * 50); y = np.array([1, 0] * 50)
-    bow = BagOfWords(4); bow.fit(order, y, steps=100)
+    order = np.array([[2, 3], [3, 2]] * 50)
+    y = np.array([1, 0] * 50)
+    bow = BagOfWords(4)
+    bow.fit(order, y, steps=100)
     np.testing.assert_allclose(bow.predict_proba(order), 0.5, atol=1e-9)
 
 
@@ -169,7 +177,7 @@ def test_bag_of_words_errors():
 
 # --- the recurrent classifier ---------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("kind, bidirectional", [("GRU", True), ("LSTM", False), ("SimpleRNN", True)])
+@pytest.mark.parametrize("kind, bidirectional", [("gru", True), ("lstm", False), ("rnn", True)])
 def test_rnn_classifier_shapes(kind, bidirectional):
     keras.utils.set_random_seed(0)
     model = rnn_classifier(20, n_classes=3, kind=kind, units=4, embedding_dim=5, bidirectional=bidirectional)
@@ -179,11 +187,13 @@ def test_rnn_classifier_shapes(kind, bidirectional):
     np.testing.assert_allclose(p.sum(1), 1, atol=1e-6)
     np.testing.assert_allclose(p, predict_proba(model, ids), atol=1e-6)
     assert model.layers[0].mask_zero
+    rnn = model.layers[1].forward_layer if bidirectional else model.layers[1]
+    assert type(rnn).__name__ == {"rnn": "SimpleRNN", "lstm": "LSTM", "gru": "GRU"}[kind]
     units_out = model.layers[-1].kernel.shape[0]
     assert units_out == (8 if bidirectional else 4)
 
 
-@pytest.mark.parametrize("kind", ["GRU", "LSTM"])
+@pytest.mark.parametrize("kind", ["gru", "lstm"])
 def test_masking_padding_length_does_not_change_predictions(kind):
     keras.utils.set_random_seed(1)
     model = rnn_classifier(30, kind=kind, units=8, embedding_dim=6)
@@ -197,7 +207,8 @@ def test_masking_padding_length_does_not_change_predictions(kind):
     np.testing.assert_allclose(predict_proba(model, short), alone, atol=1e-5)  # no padding at all
     twin = rnn_classifier(30, kind=kind, units=8, embedding_dim=6, masked=False)
     twin.set_weights(model.get_weights())
-    assert np.abs(predict_proba(twin, short) - predict_proba(twin, long)).max() > 1e-3  # so the check above is not vacuous
+    # so the check above is not vacuous
+    assert np.abs(predict_proba(twin, short) - predict_proba(twin, long)).max() > 1e-3
 
 
 def test_rnn_classifier_learns_order_a_bag_of_words_cannot():
@@ -214,7 +225,8 @@ def test_rnn_classifier_learns_order_a_bag_of_words_cannot():
     model.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy")
     with quiet_stderr(): model.fit(ids, y, batch_size=32, epochs=15, verbose=0)
     acc = (predict_proba(model, ids).argmax(1) == y).mean()
-    bow = BagOfWords(12); bow.fit(ids, y)
+    bow = BagOfWords(12)
+    bow.fit(ids, y)
     assert acc > 0.9 and (bow.predict(ids) == y).mean() < 0.65
 
 

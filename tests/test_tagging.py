@@ -1,4 +1,5 @@
-"Tagging (`rnn_tutorial.apps.tagging`): the character labeller against `tokenize`, the id map and windows, per-class F1 by hand and by brute force, the per-character baseline, and the taggers' shapes, masking and errors."
+("Tagging (`rnn_tutorial.apps.tagging`): the character labeller against `tokenize`, the id map and windows, per-class "
+ "F1 by hand and by brute force, the per-character baseline, and the taggers' shapes, masking and errors.")
 import io
 import keyword
 import sys
@@ -9,11 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rnn_tutorial.apps.tagging import (CLASSES, SHORT, VOCAB_SIZE, char_baseline, char_ids, char_tagger, char_token_classes,
+from rnn_tutorial.apps.tagging import (CLASSES, SHORT, VOCAB_SIZE, char_baseline, char_ids, char_tagger,
+                                       char_token_classes,
                                        per_class_f1, tag_windows)
-from rnn_tutorial.tf_rnn import import_tensorflow
+from rnn_tutorial.tf_setup import configure_tensorflow, import_tensorflow
 
 tf, keras = import_tensorflow()
+configure_tensorflow()
 
 
 def tags(source): return "".join(SHORT[c] for c in char_token_classes(source))
@@ -52,7 +55,8 @@ def _joined_by_tokenize(source):
     return {c: "".join(v) for c, v in out.items() if c}
 
 
-@pytest.mark.skipif(sys.version_info >= (3, 12), reason="from 3.12 tokenize splits f-strings into parts; we keep them whole")
+@pytest.mark.skipif(sys.version_info >= (3, 12),
+                    reason="from 3.12 tokenize splits f-strings into parts; we keep them whole")
 @pytest.mark.parametrize("name", ["contextlib.py", "textwrap.py", "string.py"])
 def test_char_token_classes_agrees_with_tokenize_on_stdlib(name):
     source = (Path(sysconfig.get_paths()["stdlib"]) / name).read_text(encoding="utf-8")
@@ -120,7 +124,8 @@ def test_per_class_f1_by_hand():
     np.testing.assert_allclose(f1[:3], [0.5, 0.8, 0.0])
     assert np.isnan(f1[3])
     # masking the last position removes class 2's only case and the false 0: class 0 TP1 FP0 FN1 -> 2/3
-    np.testing.assert_allclose(per_class_f1([0, 0, 1, 1, 2], [0, 1, 1, 1, 0], 3, mask=[1, 1, 1, 1, 0])[:2], [2 / 3, 0.8])
+    np.testing.assert_allclose(per_class_f1([0, 0, 1, 1, 2], [0, 1, 1, 1, 0], 3, mask=[1, 1, 1, 1, 0])[:2],
+                               [2 / 3, 0.8])
     assert np.isnan(per_class_f1([0, 0, 1, 1, 2], [0, 1, 1, 1, 0], 3, mask=[1, 1, 1, 1, 0])[2])
     np.testing.assert_array_equal(per_class_f1([[0, 1], [2, 2]], [[0, 1], [2, 2]], 3), [1, 1, 1])
 
@@ -155,36 +160,42 @@ def test_char_baseline():
     X = np.array([[2, 2, 3, 0], [3, 4, 4, 0]])
     Y = np.array([[1, 1, 2, 6], [2, 3, 3, 6]])  # padding's labels are ignored
     table = char_baseline(X, Y, 6)
-    assert table.tolist() == [1, 1, 1, 2, 3, 1]  # unseen ids 0, 1, 5: the most frequent class overall (a tie 1/2/3: lowest)
+    # unseen ids 0, 1, 5: the most frequent class overall (a tie 1/2/3: lowest)
+    assert table.tolist() == [1, 1, 1, 2, 3, 1]
     with pytest.raises(ValueError, match="same shape"): char_baseline(X, Y[:, :2], 6)
     with pytest.raises(ValueError, match=r"X must hold ids in 0..3"): char_baseline(X, Y, 4)
-    with pytest.raises(ValueError, match="at least one non-padding id"): char_baseline(np.zeros((1, 3), int), np.zeros((1, 3), int))
+    with pytest.raises(ValueError, match="at least one non-padding id"):
+        char_baseline(np.zeros((1, 3), int), np.zeros((1, 3), int))
     with pytest.raises(ValueError, match="vocab_size must be"): char_baseline(X, Y, 0)
 
 
 # ---- the taggers
 
-@pytest.mark.parametrize("kind", ["SimpleRNN", "LSTM", "GRU"])
+@pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
 @pytest.mark.parametrize("bidirectional", [False, True])
 def test_tagger_shapes_and_masking(kind, bidirectional):
     keras.utils.set_random_seed(0)
     model = char_tagger(5, vocab_size=20, bidirectional=bidirectional, units=6, embedding_dim=4, kind=kind)
     short, long = np.array([3, 4, 5]), np.array([7, 8, 9, 10, 11, 12, 13])
-    batch = np.zeros((2, 7), np.int32); batch[0, :3], batch[1] = short, long
+    batch = np.zeros((2, 7), np.int32)
+    batch[0, :3], batch[1] = short, long
     out = model.predict(batch, verbose=0)
     assert out.shape == (2, 7, 5)
     np.testing.assert_allclose(out.sum(-1), 1, rtol=1e-5)
     alone = model.predict(short[None].astype(np.int32), verbose=0)
     assert alone.shape == (1, 3, 5)
     np.testing.assert_allclose(alone[0], out[0, :3], atol=1e-5)  # padding does not change the real positions
-    padded_more = np.zeros((1, 12), np.int32); padded_more[0, :3] = short
+    padded_more = np.zeros((1, 12), np.int32)
+    padded_more[0, :3] = short
     np.testing.assert_allclose(model.predict(padded_more, verbose=0)[0, :3], alone[0], atol=1e-5)
 
 
 def test_bidirectional_reads_ahead_and_left_to_right_does_not():
     "Changing a later id changes earlier outputs only when the tagger reads both ways."
     keras.utils.set_random_seed(0)
-    x = np.array([[3, 4, 5, 6]], np.int32); y = x.copy(); y[0, 3] = 9
+    x = np.array([[3, 4, 5, 6]], np.int32)
+    y = x.copy()
+    y[0, 3] = 9
     for bidirectional, changes in ((False, False), (True, True)):
         model = char_tagger(3, vocab_size=10, bidirectional=bidirectional, units=4, embedding_dim=3)
         a, b = model.predict(x, verbose=0)[0, :3], model.predict(y, verbose=0)[0, :3]
@@ -206,7 +217,7 @@ def test_tagger_parameters():
     ({"n_classes": 3, "units": 0}, "units must be an integer >= 1"),
     ({"n_classes": 3, "units": True}, "units must be an integer >= 1"),
     ({"n_classes": 3, "embedding_dim": -1}, "embedding_dim must be an integer >= 1"),
-    ({"n_classes": 3, "kind": "Transformer"}, "kind must be 'SimpleRNN', 'LSTM' or 'GRU'"),
+    ({"n_classes": 3, "kind": "Transformer"}, "kind must be one of 'rnn', 'lstm', 'gru', got 'Transformer'"),
 ])
 def test_tagger_errors(kwargs, message):
     with pytest.raises(ValueError, match=message): char_tagger(**kwargs)

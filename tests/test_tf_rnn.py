@@ -1,5 +1,5 @@
-"TensorFlow cells (`rnn_tutorial.tf_rnn`): parity with NumPy and Keras, weights both ways, saving, tracing, device policy, quiet import."
-import os
+("TensorFlow cells (`rnn_tutorial.tf_rnn`): parity with NumPy and Keras, weights both ways, saving, tracing, device "
+ "policy, quiet import.")
 import warnings
 
 import numpy as np
@@ -8,9 +8,10 @@ import pytest
 from _parity import TOL, parity_errors
 from rnn_tutorial import numpy_train as nt
 from rnn_tutorial.numpy_rnn import CELL_GATES
-from rnn_tutorial.tf_rnn import (CELL_CLASSES, CharModel, LSTMCell, Recurrent, RNNCell, TFAdam, TrainStep,
+from rnn_tutorial.tf_rnn import (CELL_CLASSES, CharModel, LSTMCell, Recurrent, TFAdam, TrainStep,
                                  from_keras_weights, make_layer, make_optimizer, to_keras_weights)
-from rnn_tutorial.tf_setup import choose_policy, configure_tensorflow, device_report, enable_memory_growth, import_tensorflow
+from rnn_tutorial.tf_setup import (choose_policy, configure_tensorflow, device_report, enable_memory_growth,
+                                   import_tensorflow)
 
 tf, keras = import_tensorflow()
 configure_tensorflow()
@@ -45,7 +46,8 @@ def test_weights_both_ways(kind):
     "NumPy -> built-in -> NumPy -> ours keeps the arrays bit for bit, and the two layers then agree."
     rng = np.random.default_rng(0)
     builtin, ours = make_layer(kind, 5, builtin=True), make_layer(kind, 5)
-    builtin.build((None, None, 3)); ours.build((None, None, 3))
+    builtin.build((None, None, 3))
+    ours.build((None, None, 3))
     params = {v.name: rng.normal(size=tuple(v.shape)).astype("float32") for v in builtin.weights}
     builtin.set_weights(to_keras_weights(params))
     ours.set_weights(to_keras_weights(from_keras_weights(builtin)))
@@ -59,7 +61,8 @@ def test_bad_weights():
     with pytest.raises(ValueError, match="not built"): from_keras_weights(make_layer("rnn", 3))
     with pytest.raises(ValueError, match="kind must be one of 'rnn', 'lstm', 'gru', got 'tcn'"): make_layer("tcn", 3)
     with pytest.raises(ValueError, match="units must be an integer >= 1, got 0"): LSTMCell(0)
-    with pytest.raises(ValueError, match="units must be an integer >= 1, got 2.0"): LSTMCell(2.0)  # a type: ValueError too
+    # a type: ValueError too
+    with pytest.raises(ValueError, match="units must be an integer >= 1, got 2.0"): LSTMCell(2.0)
     with pytest.raises(ValueError, match="cell must be one of RNNCell, LSTMCell, GRUCell, got SimpleRNNCell"):
         Recurrent(keras.layers.SimpleRNNCell(3))
     with pytest.raises(ValueError, match="input_dim must be None for Keras's built-in layers"):
@@ -97,7 +100,9 @@ def test_train_step_matches_numpy_trainer():
     V, H, B, T = 9, 6, 2, 5
     rng = np.random.default_rng(2)
     np_model = nt.init_model(V, H, seed=4, dtype="float64")
-    tf_model = CharModel(V, H, dtype="float64"); tf_model.build((None, None)); tf_model.set_params(np_model.params)
+    tf_model = CharModel(V, H, dtype="float64")
+    tf_model.build((None, None))
+    tf_model.set_params(np_model.params)
     lr = 2 ** -7
     opt, step, state, tf_state = nt.Adam(lr), TrainStep(tf_model, TFAdam(lr), clip_norm=0.3), None, None
     for _ in range(2):
@@ -127,7 +132,8 @@ def test_fixed_signature_traces_once(kind):
 
 @pytest.mark.parametrize("kind", ["rnn", "lstm"])
 def test_char_model_keeps_the_mask_on_its_logits(kind):
-    "A mask given to `CharModel` stays on its logits (Keras does not warn that it is dropped); the final states carry none."
+    ("A mask given to `CharModel` stays on its logits (Keras does not warn that it is dropped); the final states carry "
+     "none.")
     model, mask = CharModel(5, 4, kind), tf.constant([[True, True, False], [True, False, False]])
     assert model.supports_masking
     with warnings.catch_warnings():
@@ -142,7 +148,8 @@ def test_policy_branches():
     cpu = choose_policy([])
     assert (cpu.device, cpu.precision, cpu.loss_scale, cpu.replicas) == ("/CPU:0", "float32", False, 1)
     ampere = choose_policy([{"name": "/physical_device:GPU:0", "compute_capability": (8, 6)}])
-    assert (ampere.device, ampere.precision, ampere.loss_scale, ampere.jit_compile) == ("/GPU:0", "mixed_float16", True, True)
+    assert (ampere.device, ampere.precision, ampere.loss_scale, ampere.jit_compile) == ("/GPU:0", "mixed_float16",
+                                                                                        True, True)
     pascal = choose_policy([{"name": "/physical_device:GPU:0", "compute_capability": (6, 0)}])
     assert (pascal.precision, pascal.loss_scale) == ("float32", False)
     assert choose_policy([{"name": "g", "compute_capability": (8, 0)}], mixed_precision=False).precision == "float32"
@@ -192,9 +199,3 @@ def test_mixed_precision_loss_is_float32():
         assert loss.dtype == tf.float32 and np.isfinite(float(loss))
     finally:
         keras.mixed_precision.set_global_policy("float32")
-
-
-def test_import_tensorflow_is_idempotent_and_leaves_fd2_working(capfd):
-    assert import_tensorflow() == (tf, keras)
-    os.write(2, b"fd 2 still works\n")
-    assert "fd 2 still works" in capfd.readouterr().err
