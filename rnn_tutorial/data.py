@@ -25,11 +25,11 @@ from .checks import check_choice, check_fraction, check_ids, check_int
 from .persist import FormatError, atomic_write, read_json
 
 # %% auto #0
-__all__ = ['TINYSHAKESPEARE_URL', 'TINYSHAKESPEARE_SIZE', 'TINYSHAKESPEARE_SHA256', 'CORPORA', 'SERIES', 'language_reference',
-           'Corpus', 'split_text', 'read_text', 'get_cache_dir', 'DownloadError', 'download', 'fetch',
-           'tinyshakespeare', 'load_corpus', 'Vocab', 'uniform_bits_per_char', 'unigram_bits_per_char', 'TBPTTBatches',
-           'pad_sequences', 'bucket_by_length', 'adding_problem', 'copy_memory', 'copy_memory_baseline', 'parity',
-           'load_series', 'windows', 'split_series', 'persistence_forecast']
+__all__ = ['CORPORA', 'SERIES', 'TINYSHAKESPEARE_URL', 'TINYSHAKESPEARE_SIZE', 'TINYSHAKESPEARE_SHA256', 'language_reference',
+           'Corpus', 'split_text', 'load_corpus', 'Vocab', 'uniform_bits_per_char', 'unigram_bits_per_char',
+           'TBPTTBatches', 'pad_sequences', 'bucket_by_length', 'adding_problem', 'copy_memory', 'copy_memory_baseline',
+           'parity', 'load_series', 'windows', 'split_series', 'persistence_forecast', 'read_text', 'get_cache_dir',
+           'DownloadError', 'download', 'fetch', 'tinyshakespeare']
 
 # %% ../nbs/00_data.ipynb #97acdf03
 def language_reference() -> str:
@@ -70,111 +70,6 @@ def split_text(
     n_valid = min(max(1, round(len(text) * valid_frac)), len(text) - 1)
     cut = len(text) - n_valid
     return Corpus(name, text[:cut], text[cut:])
-
-# %% ../nbs/00_data.ipynb #90cd741d
-def read_text(
-    path:str|os.PathLike, # the text file to read
-    encoding:str="utf-8", # its text encoding, e.g. "utf-8", "latin-1", "utf-16"
-) -> str: # the decoded text
-    "Read a text file, with a clear error for an empty, binary or undecodable file"
-    path = Path(path)
-    try: codec = codecs.lookup(encoding).name
-    except (LookupError,
-            TypeError) as e: raise ValueError(f"encoding must be a known text encoding, got {encoding!r}") from e
-    data = path.read_bytes()
-    if not data: raise ValueError(f"{path} is empty: expected a non-empty text file")
-    if not codec.startswith(("utf-16", "utf-32")) and (nul := data.find(b"\0")) >= 0:
-        raise ValueError(f"{path} looks like a binary file, not text: it has a NUL byte at byte offset {nul}")
-    try: return data.decode(codec)
-    except UnicodeDecodeError as e:
-        raise ValueError(f"{path} is not valid {encoding}: cannot decode {data[e.start:e.end]!r} at byte offset "
-                         f"{e.start} "
-                         f"({e.reason}); pass the file's encoding, e.g. encoding='latin-1'") from e
-
-# %% ../nbs/00_data.ipynb #e8a330da
-TINYSHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
-TINYSHAKESPEARE_SIZE = 1_115_394
-TINYSHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
-
-def get_cache_dir(
-    cache_dir:str|os.PathLike|None=None, # overrides the environment
-) -> Path:
-    """Directory for downloaded data: `cache_dir`, else `$RNN_TUTORIAL_CACHE`, else `$XDG_CACHE_HOME/rnn-tutorial` or
-    `~/.cache/rnn-tutorial`"""
-    if cache_dir is None: cache_dir = os.environ.get("RNN_TUTORIAL_CACHE")
-    if not cache_dir: cache_dir = Path(os.environ.get("XDG_CACHE_HOME") or Path.home()/".cache")/"rnn-tutorial"
-    return Path(cache_dir).expanduser()
-
-# %% ../nbs/00_data.ipynb #243ef7eb
-class DownloadError(ConnectionError):
-    "A download that could not be made or was cut short"
-
-def _sha256_file(path:Path) -> str:
-    "SHA-256 hex digest of the file at `path`"
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20): h.update(chunk)
-    return h.hexdigest()
-
-def download(
-    url:str, # where to get the file
-    path:str|os.PathLike, # where to put it
-    sha256:str, # its expected SHA-256 (hex)
-    size:int|None=None, # its expected size in bytes, if known
-    timeout:float=60.0, # seconds to wait for the server before giving up
-) -> Path:
-    "Download `url` to `path` atomically, verifying its size and SHA-256; nothing is left at `path` on failure"
-    h, body = hashlib.sha256(), io.BytesIO()
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as r:
-            announced = r.headers.get("Content-Length")
-            while chunk := r.read(1 << 16):
-                h.update(chunk)
-                body.write(chunk)
-    except (urllib.error.URLError, http.client.HTTPException, OSError) as e:
-        if isinstance(e, urllib.error.HTTPError): reason = f"HTTP {e.code} {e.reason}"
-        else: reason = getattr(e, "reason", None) or e
-        raise DownloadError(f"could not download {url}: {reason}") from e
-    n = body.tell()
-    if announced is not None and announced.isdigit() and n != int(announced):
-        raise DownloadError(f"download of {url} was cut short: received {n:,} of {int(announced):,} bytes")
-    if size is not None and n != size:
-        raise ValueError(f"downloaded {url} has {n:,} bytes, expected {size:,}: not the expected file")
-    if h.hexdigest() != sha256.lower():
-        raise ValueError(f"downloaded {url} has sha256 {h.hexdigest()}, expected {sha256.lower()}: not the expected "
-                         "file")
-    return atomic_write(path, body.getvalue())
-
-# %% ../nbs/00_data.ipynb #0f8ce04c
-def fetch(
-    filename:str, # name of the file in the cache directory
-    url:str, # where to download it from
-    sha256:str, # its expected SHA-256 (hex)
-    size:int|None=None, # its expected size in bytes
-    cache_dir:str|os.PathLike|None=None, # see `get_cache_dir`
-    offline:bool=False, # never touch the network: use the cache or fail
-    timeout:float=60.0, # seconds to wait for the server
-) -> Path: # the verified cached file
-    "Path of a verified cached copy of `url`, downloading it first if it is not cached (or is damaged)"
-    path = get_cache_dir(cache_dir)/filename
-    if path.is_file() and (size is None or path.stat().st_size == size) and _sha256_file(path) == sha256.lower():
-        return path
-    state = "damaged" if path.exists() else "not cached"
-    hint = (f"copy the file ({'' if size is None else f'{size:,} bytes, '}sha256 {sha256.lower()}) there, "
-            f"or connect to the internet once")
-    if offline: raise DownloadError(f"{filename} is {state} at {path} and offline=True: {hint}")
-    try: return download(url, path, sha256, size, timeout)
-    except DownloadError as e: raise DownloadError(f"{filename} is {state} at {path} and could not be downloaded "
-                                                   f"({e}): {hint}") from e
-
-def tinyshakespeare(
-    cache_dir:str|os.PathLike|None=None, # see `get_cache_dir`
-    offline:bool=False, # never touch the network: use the cache or fail
-    url:str=TINYSHAKESPEARE_URL, # a mirror, if you have one
-) -> str:
-    "Text of Tiny Shakespeare, from the cache, downloaded and verified on first use"
-    return read_text(fetch("tinyshakespeare.txt", url, TINYSHAKESPEARE_SHA256, TINYSHAKESPEARE_SIZE, cache_dir,
-                           offline))
 
 # %% ../nbs/00_data.ipynb #71f5d85d
 CORPORA = ("language-reference", "tinyshakespeare")
@@ -511,3 +406,108 @@ def persistence_forecast(
 ) -> np.ndarray:
     "The naive forecast: the last value of each window, whatever the horizon"
     return np.asarray(X)[:, -1]
+
+# %% ../nbs/00_data.ipynb #90cd741d
+def read_text(
+    path:str|os.PathLike, # the text file to read
+    encoding:str="utf-8", # its text encoding, e.g. "utf-8", "latin-1", "utf-16"
+) -> str: # the decoded text
+    "Read a text file, with a clear error for an empty, binary or undecodable file"
+    path = Path(path)
+    try: codec = codecs.lookup(encoding).name
+    except (LookupError,
+            TypeError) as e: raise ValueError(f"encoding must be a known text encoding, got {encoding!r}") from e
+    data = path.read_bytes()
+    if not data: raise ValueError(f"{path} is empty: expected a non-empty text file")
+    if not codec.startswith(("utf-16", "utf-32")) and (nul := data.find(b"\0")) >= 0:
+        raise ValueError(f"{path} looks like a binary file, not text: it has a NUL byte at byte offset {nul}")
+    try: return data.decode(codec)
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path} is not valid {encoding}: cannot decode {data[e.start:e.end]!r} at byte offset "
+                         f"{e.start} "
+                         f"({e.reason}); pass the file's encoding, e.g. encoding='latin-1'") from e
+
+# %% ../nbs/00_data.ipynb #e8a330da
+TINYSHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
+TINYSHAKESPEARE_SIZE = 1_115_394
+TINYSHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
+
+def get_cache_dir(
+    cache_dir:str|os.PathLike|None=None, # overrides the environment
+) -> Path:
+    """Directory for downloaded data: `cache_dir`, else `$RNN_TUTORIAL_CACHE`, else `$XDG_CACHE_HOME/rnn-tutorial` or
+    `~/.cache/rnn-tutorial`"""
+    if cache_dir is None: cache_dir = os.environ.get("RNN_TUTORIAL_CACHE")
+    if not cache_dir: cache_dir = Path(os.environ.get("XDG_CACHE_HOME") or Path.home()/".cache")/"rnn-tutorial"
+    return Path(cache_dir).expanduser()
+
+# %% ../nbs/00_data.ipynb #243ef7eb
+class DownloadError(ConnectionError):
+    "A download that could not be made or was cut short"
+
+def _sha256_file(path:Path) -> str:
+    "SHA-256 hex digest of the file at `path`"
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20): h.update(chunk)
+    return h.hexdigest()
+
+def download(
+    url:str, # where to get the file
+    path:str|os.PathLike, # where to put it
+    sha256:str, # its expected SHA-256 (hex)
+    size:int|None=None, # its expected size in bytes, if known
+    timeout:float=60.0, # seconds to wait for the server before giving up
+) -> Path:
+    "Download `url` to `path` atomically, verifying its size and SHA-256; nothing is left at `path` on failure"
+    h, body = hashlib.sha256(), io.BytesIO()
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            announced = r.headers.get("Content-Length")
+            while chunk := r.read(1 << 16):
+                h.update(chunk)
+                body.write(chunk)
+    except (urllib.error.URLError, http.client.HTTPException, OSError) as e:
+        if isinstance(e, urllib.error.HTTPError): reason = f"HTTP {e.code} {e.reason}"
+        else: reason = getattr(e, "reason", None) or e
+        raise DownloadError(f"could not download {url}: {reason}") from e
+    n = body.tell()
+    if announced is not None and announced.isdigit() and n != int(announced):
+        raise DownloadError(f"download of {url} was cut short: received {n:,} of {int(announced):,} bytes")
+    if size is not None and n != size:
+        raise ValueError(f"downloaded {url} has {n:,} bytes, expected {size:,}: not the expected file")
+    if h.hexdigest() != sha256.lower():
+        raise ValueError(f"downloaded {url} has sha256 {h.hexdigest()}, expected {sha256.lower()}: not the expected "
+                         "file")
+    return atomic_write(path, body.getvalue())
+
+# %% ../nbs/00_data.ipynb #0f8ce04c
+def fetch(
+    filename:str, # name of the file in the cache directory
+    url:str, # where to download it from
+    sha256:str, # its expected SHA-256 (hex)
+    size:int|None=None, # its expected size in bytes
+    cache_dir:str|os.PathLike|None=None, # see `get_cache_dir`
+    offline:bool=False, # never touch the network: use the cache or fail
+    timeout:float=60.0, # seconds to wait for the server
+) -> Path: # the verified cached file
+    "Path of a verified cached copy of `url`, downloading it first if it is not cached (or is damaged)"
+    path = get_cache_dir(cache_dir)/filename
+    if path.is_file() and (size is None or path.stat().st_size == size) and _sha256_file(path) == sha256.lower():
+        return path
+    state = "damaged" if path.exists() else "not cached"
+    hint = (f"copy the file ({'' if size is None else f'{size:,} bytes, '}sha256 {sha256.lower()}) there, "
+            f"or connect to the internet once")
+    if offline: raise DownloadError(f"{filename} is {state} at {path} and offline=True: {hint}")
+    try: return download(url, path, sha256, size, timeout)
+    except DownloadError as e: raise DownloadError(f"{filename} is {state} at {path} and could not be downloaded "
+                                                   f"({e}): {hint}") from e
+
+def tinyshakespeare(
+    cache_dir:str|os.PathLike|None=None, # see `get_cache_dir`
+    offline:bool=False, # never touch the network: use the cache or fail
+    url:str=TINYSHAKESPEARE_URL, # a mirror, if you have one
+) -> str:
+    "Text of Tiny Shakespeare, from the cache, downloaded and verified on first use"
+    return read_text(fetch("tinyshakespeare.txt", url, TINYSHAKESPEARE_SHA256, TINYSHAKESPEARE_SIZE, cache_dir,
+                           offline))

@@ -580,3 +580,139 @@ def test_data_py_imports_only_numpy_and_stdlib():
             "print(sorted(m for m in ('tensorflow', 'matplotlib', 'keras') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+# ---------------------------------------------------------------- checks moved out of chapter 00
+# (they were `#| hide` cells of nbs/00_data.ipynb; the same assertions)
+
+from fastcore.test import test_close as _close, test_eq as _eq, test_fail as _fail  # noqa: E402
+
+
+def test_ch00_language_reference():
+    text = language_reference()
+    _eq(language_reference(), text)  # deterministic
+    assert text.startswith('The "assert" statement') and text.endswith("\n")
+    assert 300_000 < len(text) < 1_000_000
+
+
+def test_ch00_split_text():
+    _eq(split_text("ab"), Corpus("text", "a", "b"))
+    _eq(split_text("abcdefghij", valid_frac=0.3).valid, "hij")
+    _fail(lambda: split_text("", "mine"), contains="corpus 'mine' is empty")
+    _fail(lambda: split_text("abc", valid_frac=0), contains="valid_frac")
+
+
+def test_ch00_read_text_and_load_corpus(tmp_path):
+    (tmp_path/"bin.dat").write_bytes(b"PK\x03\x04\x00\x00")
+    _fail(lambda: read_text(tmp_path/"bin.dat"), contains="looks like a binary file")
+    (tmp_path/"u16.txt").write_text("héllo", encoding="utf-16")
+    _eq(read_text(tmp_path/"u16.txt", encoding="utf-16"), "héllo")
+    (tmp_path/"notes.txt").write_bytes("Café au lait\n".encode("latin-1"))
+    _eq(load_corpus(), split_text(language_reference(), "language-reference"))
+    _fail(lambda: load_corpus("shakespear"),
+          contains="name must be one of 'language-reference', 'tinyshakespeare' or the path of an existing text file, "
+                   "got 'shakespear'")
+    _eq(load_corpus(tmp_path/"notes.txt", encoding="latin-1").name, "notes.txt")
+    _eq(load_corpus(str(tmp_path/"notes.txt"), encoding="latin-1").train, "Café au lait")
+
+
+def test_ch00_vocab():
+    _eq(Vocab(["b", "a", "b"]).chars, "ab")
+    _eq(Vocab("ba", unknown="?").encode("abz"), np.array([1, 2, 0]))
+    _eq(Vocab("ab").decode([]), "")
+    _eq(Vocab("ab").encode(""), np.zeros(0, np.int32))
+    _fail(lambda: Vocab(""), contains="chars must hold at least one character")
+    _fail(lambda: Vocab("ab", unknown="xy"), contains="unknown must be a single character")
+    _fail(lambda: Vocab("ab").encode("abc"), contains="'c' (U+0063) at position 2")
+    _fail(lambda: Vocab("ab").decode([0, 2]), contains="id 2 at position 1")
+    _fail(lambda: Vocab("ab").decode([[0]]), contains="ids must be a 1-D array of integers")
+
+
+def _default_ids():
+    corpus = load_corpus()
+    vocab = Vocab(corpus.train)
+    return vocab.encode(corpus.train), vocab.encode(corpus.valid), len(vocab)
+
+
+def test_ch00_bits_per_char():
+    train_ids, valid_ids, V = _default_ids()
+    _close(uniform_bits_per_char(8), 3.0)
+    _close(unigram_bits_per_char([0, 0, 1, 1], [0, 1], 2), 1.0)             # (2+1)/(4+2) = 1/2
+    _close(unigram_bits_per_char([0, 0, 0], [1], 2), -math.log2(1 / 5))     # unseen id: (0+1)/(3+2)
+    assert unigram_bits_per_char(train_ids, valid_ids, V) < uniform_bits_per_char(V)
+    _fail(lambda: unigram_bits_per_char(train_ids, [], V), contains="valid_ids is empty")
+    _fail(lambda: unigram_bits_per_char(train_ids, [V], V), contains="valid_ids must hold ids in [0, ")
+
+
+def test_ch00_tbptt_batches():
+    train_ids, _, _ = _default_ids()
+    batches = TBPTTBatches(train_ids, batch_size=64, seq_len=100)
+    # every token position used at most once per epoch, and stacked arrays keep the batch order
+    seen = np.concatenate([x.ravel() for x, _ in batches])
+    _eq(seen.size + batches.n_unused, train_ids.size)
+    X_all, Y_all = batches.arrays()
+    _eq(X_all[64:128], batches[1][0])
+    _eq(Y_all[-64:], batches[-1][1])
+    _eq(TBPTTBatches(np.arange(11), 2, 5).n_batches, 1)                # 2 * 5 + 1 = 11 tokens: exactly one batch
+    _eq(TBPTTBatches(np.arange(20), 2, 3, offset=1)[0][0], [[1, 2, 3], [10, 11, 12]])
+    _fail(lambda: TBPTTBatches(np.arange(10), 2, 5), contains="2 * 5 + 1 = 11 tokens are needed")
+    _fail(lambda: TBPTTBatches(np.arange(10), 2, 0), contains="seq_len must be an integer >= 1")
+    _fail(lambda: batches[len(batches)], contains="out of range")
+
+
+def test_ch00_padding_and_buckets():
+    p2, m2 = pad_sequences([np.ones((2, 3)), np.ones((1, 3))], pad_value=-1.0, max_len=4)
+    _eq(p2.shape, (2, 4, 3))
+    _eq(m2.sum(1), [2, 1])
+    _eq(p2[1, 1:], -np.ones((3, 3)))
+    _fail(lambda: pad_sequences([]), contains="seqs is empty")
+    _fail(lambda: pad_sequences([[1], []]), contains="seqs[1] has no steps")
+    _fail(lambda: pad_sequences([[1, 2]], max_len=1), contains="max_len must be at least the longest sequence, 2")
+    lines = [line for line in load_corpus().train.split("\n") if line]
+    buckets = bucket_by_length([len(line) for line in lines], 32, seed=0)
+    _eq(np.sort(np.concatenate(buckets)), np.arange(len(lines)))
+    _eq([len(b) for b in buckets if len(b) != 32], [len(lines) % 32])
+    _eq([b.tolist() for b in bucket_by_length([3, 1, 2, 1], 2, shuffle=False)][1], [2, 0])
+    _eq(len(bucket_by_length([5], 4)), 1)
+    _fail(lambda: bucket_by_length([], 4), contains="lengths is empty")
+    _fail(lambda: bucket_by_length([1, 2], 0), contains="batch_size must be an integer >= 1")
+
+
+def test_ch00_synthetic_tasks():
+    X, y = adding_problem(10_000, 100, seed=0)
+    _eq(X[:, :, 1].sum(1), np.full(10_000, 2.0))
+    assert (X[:, :50, 1].sum(1) == 1).all() and (X[:, 50:, 1].sum(1) == 1).all()
+    _close(y, (X[:, :, 0] * X[:, :, 1]).sum(1), eps=1e-5)
+    _eq(adding_problem(3, 2, seed=1)[0][:, :, 1], np.ones((3, 2)))
+    _eq(adding_problem(5, 10, seed=7)[1], adding_problem(5, 10, seed=7)[1])  # seeded
+    _fail(lambda: adding_problem(5, 1), contains="seq_len must be an integer >= 2")
+    Xc, Yc = copy_memory(1000, delay=100, seed=0)
+    probs = np.zeros(Yc.shape + (10,))
+    probs[:, :-10, 0] = 1.0
+    probs[:, -10:, 1:9] = 1 / 8
+    _close(-np.log(np.take_along_axis(probs, Yc[..., None], -1)).mean(), copy_memory_baseline(100))
+    _eq(Xc.shape, (1000, 120))
+    _eq(Xc[:, 109], np.full(1000, 9))
+    _eq(Yc[:, -10:], Xc[:, :10])
+    assert (Xc[:, :10] >= 1).all() and (Xc[:, :10] <= 8).all()
+    assert (Xc[:, 10:109] == 0).all() and (Yc[:, :110] == 0).all()
+    _fail(lambda: copy_memory(1, delay=0), contains="delay must be an integer >= 1")
+    Xp, yp = parity(10_000, 50, seed=0)
+    _eq(yp, np.bitwise_xor.reduce(Xp, axis=1))
+    _fail(lambda: parity(0, 5), contains="n must be an integer >= 1")
+
+
+def test_ch00_windows_and_series():
+    Xw, yw = windows(np.arange(10.0), 3, 2)
+    _eq(Xw[0], [0, 1, 2])
+    _eq(yw[0], 4)
+    _eq(len(yw), 6)
+    Xw2, yw2 = windows(np.arange(20.0).reshape(10, 2), 3)
+    _eq(Xw2.shape, (7, 3, 2))
+    _eq(Xw2[1, 0], [2, 3])
+    _eq(yw2[0], [6, 7])
+    _, prices = load_series()
+    _eq([len(a) for a in split_series(prices, 0.2)], [838, 209])
+    _fail(lambda: windows(np.arange(4.0), 3, 2), contains="needs at least 5")
+    _fail(lambda: windows([1.0, np.nan, 2.0], 1), contains="non-finite value at step 1")
+    _fail(lambda: load_series("sp500"), contains="name must be one of 'goog', got 'sp500'")
