@@ -126,7 +126,9 @@ def keras_window(
     _check_model(model)
     fn = _WINDOW_FNS.get(model)
     if fn is None:
-        @tf.function(reduce_retracing=True)
+        ids = tf.TensorSpec([None, None], tf.int32)
+        states = [tf.TensorSpec([None, model.units], model.compute_dtype)] * model.n_states
+        @tf.function(input_signature=[ids, ids, states])  # one trace per model, whatever the window's shape
         def fn(x, y, state):
             logits, final = model(x, initial_state=state)
             return tf.nn.sparse_softmax_cross_entropy_with_logits(y, tf.cast(logits, tf.float32)), final
