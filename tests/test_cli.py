@@ -1,7 +1,6 @@
 "Tests of the `rnn-tutorial` command: every command run as a subprocess on small data, bad input, interrupted and resumed runs, memory."
 import json
 import os
-import resource
 import shutil
 import signal
 import subprocess
