@@ -54,6 +54,7 @@ def _check_state(name, s, B, H, dtype):
     if s is None: return np.zeros((B, H), dtype)
     return check_array(name, s, (B, H)).astype(dtype, copy=False)
 
+# %% ../nbs/03_gated_numpy.ipynb #d175731c
 def _gate_scales(H, gates, dtype):
     "Per-column (scale, shift) making gates of tanh of halved pre-activations: sigmoid everywhere but the candidate."
     scale, shift = np.full((gates, H), 0.5, dtype), np.full((gates, H), 0.5, dtype)
