@@ -251,6 +251,11 @@ LP, GP = init_lstm_params(3, 4, dtype="float64"), init_gru_params(3, 4, dtype="f
     (lambda: GRU(4, dtype="int32"), "dtype must be a floating-point dtype"),
     (lambda: init_lstm_params(0, 4), "input_dim must be an integer >= 1"),
     (lambda: LSTM(3).count_params(), "not built yet"),
+    (lambda: lstm_forward(np.full((1, 2, 3), np.nan), LP), "x must be finite"),
+    (lambda: lstm_forward(np.zeros((2, 5, 3)), LP, c0=np.zeros((2, 5))), r"c0 must have shape \(2, 4\)"),
+    (lambda: gru_forward(np.zeros((2, 5, 3)), LP), r"recurrent_kernel of a GRU must have shape \(units, 3\*units\)"),
+    (lambda: lstm_forward(np.zeros((2, 5, 3)), {**LP, "kernel": np.zeros((3, 16), int)}),
+     "kernel must be a floating-point array"),
 ])
 def test_bad_input(call, match):
     with pytest.raises(ValueError, match=match):
