@@ -58,6 +58,12 @@ def test_flop_formulas():
     assert rnn["total"] == sum(v for k, v in rnn.items() if k != "total")
     lstm = bench.step_flops("lstm", B, T, H, V)
     assert lstm["total"] == 6 * B * T * H * 4 * H + 6 * B * T * H * V + 2 * B * T * V * 4 * H
+    assert bench.cell_flops("rnn", 2, 3, 5) == 2 * 2 * 8 * 5
+    assert bench.step_flops("rnn", 1, 1, 1, 1)["total"] == 14
+    with pytest.raises(ValueError, match="kind must be one of 'rnn', 'lstm', 'gru', got 'tanh'"):
+        bench.cell_flops("tanh", 1, 1, 1)
+    with pytest.raises(ValueError, match="batch must be an integer >= 1, got 0"):
+        bench.step_flops("rnn", 0, 1, 1, 1)
     for bad in ({"kind": "tanh"}, {"batch": 0}, {"units": 2.5}, {"vocab": True}):
         args = {"kind": "rnn", "batch": 1, "seq_len": 1, "units": 1, "vocab": 1, **bad}
         with pytest.raises(ValueError, match=next(iter(bad))):
@@ -121,6 +127,7 @@ def test_table_output(capsys):
     assert bench.main(["--only", "numpy/rnn", "--batch", "2", "--seq-len", "2", "--units", "3", "--repeats", "1"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("B=2 T=2 H=3 V=80") and "numpy/rnn_gflops / gemm_gflops" in out
+    assert "target" not in out and "MET" not in out  # verdicts against the targets stay in the JSON
     with pytest.raises(json.JSONDecodeError):
         json.loads(out)
 
