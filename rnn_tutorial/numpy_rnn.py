@@ -6,8 +6,8 @@
 __all__ = ['ACTIVATIONS', 'CELL_GATES', 'Activation', 'get_activation', 'glorot_uniform', 'orthogonal', 'float_dtype',
            'init_rnn_params', 'init_dense_params', 'check_inputs', 'time_major', 'input_projection', 'input_grads',
            'rnn_forward', 'dense_forward', 'dense_backward', 'softmax_cross_entropy', 'mse', 'rnn_backward',
-           'flatten_tree', 'unflatten_tree', 'gradient_check', 'RecurrentLayer', 'SimpleRNN', 'save_params',
-           'load_params', 'StackedRNN', 'Bidirectional']
+           'flatten_tree', 'unflatten_tree', 'gradient_check', 'RecurrentLayer', 'SimpleRNN', 'StackedRNN',
+           'Bidirectional', 'save_params', 'load_params']
 
 # %% ../nbs/01_rnn_numpy.ipynb #415b3d1e
 from typing import Callable, NamedTuple
@@ -91,7 +91,9 @@ def init_dense_params(
 # %% ../nbs/01_rnn_numpy.ipynb #ceaec3cb
 CELL_GATES = {"rnn": 1, "lstm": 4, "gru": 3}  # cell kind -> blocks of H columns in `kernel` and `recurrent_kernel`
 
-# %% ../nbs/01_rnn_numpy.ipynb #80f017bd
+# %% ../nbs/01_rnn_numpy.ipynb #a2021f28
+#| code-fold: true
+#| code-summary: "Argument checks of rnn_forward"
 def _check_rnn_params(params):
     "Check a vanilla RNN's parameter dict and return (W_xh, W_hh, b)."
     if not isinstance(params, dict) or not {"kernel", "recurrent_kernel", "bias"} <= set(params):
@@ -124,6 +126,7 @@ def check_inputs(x, W_xh):
         raise ValueError(f"x must hold at least 1 sequence of at least 1 step, got shape {x.shape}")
     return x
 
+# %% ../nbs/01_rnn_numpy.ipynb #80f017bd
 def time_major(x):
     "Token ids (B, T) as a (T, B) view; float inputs (B, T, D) as a contiguous (T, B, D) copy."
     return x.T if x.ndim == 2 else np.ascontiguousarray(x.transpose(1, 0, 2))
@@ -372,25 +375,6 @@ class SimpleRNN(RecurrentLayer):
         return {"units": self.units, "activation": self.activation, "return_sequences": self.return_sequences,
                 "seed": self.seed, "dtype": self.dtype.name}
 
-# %% ../nbs/01_rnn_numpy.ipynb #c62f8fc2
-def save_params(
-    path, # destination file, conventionally ending in .npz
-    params:dict, # a (nested) dict of arrays
-):
-    "Save a (nested) dict of arrays as an uncompressed `.npz`, atomically."
-    flat = {k: np.asarray(v) for k, v in flatten_tree(params).items()}
-    bad = [k for k, v in flat.items() if v.dtype.kind not in "biuf"]
-    if bad:
-        raise ValueError(f"params must hold numeric arrays only, got {bad}")
-    write_npz(path, flat)
-
-def load_params(
-    path, # a file written by `save_params`
-)->dict: # the (nested) dict of arrays
-    """Load parameters saved by `save_params`, never unpickling: `FileNotFoundError` if missing, `FormatError` if
-    damaged."""
-    return unflatten_tree(read_npz(path, noun="parameter file")[0])
-
 # %% ../nbs/01_rnn_numpy.ipynb #f25cddee
 class StackedRNN:
     "Recurrent layers applied one after another: each layer's outputs are the next layer's inputs."
@@ -513,3 +497,22 @@ class Bidirectional:
     def count_params(self)->int:
         "Number of scalar parameters of both layers."
         return self.forward_layer.count_params() + self.backward_layer.count_params()
+
+# %% ../nbs/01_rnn_numpy.ipynb #c62f8fc2
+def save_params(
+    path, # destination file, conventionally ending in .npz
+    params:dict, # a (nested) dict of arrays
+):
+    "Save a (nested) dict of arrays as an uncompressed `.npz`, atomically."
+    flat = {k: np.asarray(v) for k, v in flatten_tree(params).items()}
+    bad = [k for k, v in flat.items() if v.dtype.kind not in "biuf"]
+    if bad:
+        raise ValueError(f"params must hold numeric arrays only, got {bad}")
+    write_npz(path, flat)
+
+def load_params(
+    path, # a file written by `save_params`
+)->dict: # the (nested) dict of arrays
+    """Load parameters saved by `save_params`, never unpickling: `FileNotFoundError` if missing, `FormatError` if
+    damaged."""
+    return unflatten_tree(read_npz(path, noun="parameter file")[0])

@@ -306,3 +306,36 @@ def test_stacked_and_bidirectional_final_state():
     np.testing.assert_array_equal(h_forward, out[:, -1, :4])  # forward direction: after step T
     np.testing.assert_array_equal(h_backward, out[:, 0, 4:])  # backward direction: after reading back to step 1
     assert bi.forward(x, bi.final_state(cache))[0].shape == out.shape
+
+
+# ---------------------------------------------------------------- checks moved out of chapter 01
+# (they were `#| hide` cells or bad-input lines of nbs/01_rnn_numpy.ipynb; the same assertions)
+
+def test_ch01_gradient_check_helpers():
+    from fastcore.test import test_eq, test_fail
+    from rnn_tutorial.numpy_rnn import flatten_tree, unflatten_tree
+    tree = {"a": np.arange(3.0), "b": {"c": np.ones((2, 2)), "d": {"e": np.zeros(1)}}}
+    test_eq(sorted(flatten_tree(tree)), ["a", "b/c", "b/d/e"])
+    test_eq(unflatten_tree(flatten_tree(tree))["b"]["d"]["e"], tree["b"]["d"]["e"])
+    before = {"w": np.array([1.0, 2.0], "float32")}
+    errs = gradient_check(lambda a: (float((a["w"] ** 2).sum()), {"w": 2 * a["w"]}), before)
+    assert errs["w"] < 1e-6 and before["w"].dtype == np.float32  # the caller's arrays are not touched
+    test_eq(before["w"], [1.0, 2.0])
+    # wrong gradient caught
+    assert gradient_check(lambda a: (float((a["w"] ** 2).sum()), {"w": 3 * a["w"]}), before)["w"] > 0.1
+    test_fail(lambda: gradient_check(lambda a: (0.0, {}), before), contains="missing ['w']")
+
+
+def test_ch01_save_params_and_bad_arguments(tmp_path):
+    from fastcore.test import test_eq, test_fail
+    d = tmp_path
+    test_fail(lambda: save_params(d / "s.npz", {"a": np.array(["text"])}), contains="numeric arrays only")
+    test_eq(os.listdir(d), [])
+    save_params(d / "s.npz", {"a": np.ones(2)})
+    save_params(d / "s.npz", {"a": np.zeros(2)})
+    test_eq(load_params(d / "s.npz")["a"], np.zeros(2))  # overwritten in place
+    test_eq(os.listdir(d), ["s.npz"])
+    test_fail(lambda: SimpleRNN(4, dtype="int32"), contains="dtype must be a floating-point dtype")
+    test_fail(lambda: SimpleRNN(4).count_params(), contains="not built yet")
+    test_fail(lambda: get_activation("softplus"), contains="activation must be one of 'relu', 'sigmoid', 'tanh'")
+    test_fail(lambda: init_rnn_params(3, 0), contains="units must be an integer >= 1, got 0")
