@@ -5,8 +5,8 @@
 # %% auto #0
 __all__ = ['ACTIVATION_DERIVATIVE_BOUND', 'RECURRENT_INITS', 'LONG_MEMORY_MODELS', 'LONG_MEMORY_COMMAND', 'LONG_MEMORY_FILE',
            'spectral_radius', 'scaled_recurrent_kernel', 'init_recurrent_kernel', 'state_gradients', 'jacobian_norms',
-           'gradient_norm_by_distance', 'jacobian_bound', 'decay_rate', 'run_long_memory', 'load_long_memory',
-           'solved_table', 'main', 'clip_by_global_norm', 'clip_by_value', 'global_norm']
+           'gradient_norm_by_distance', 'jacobian_bound', 'decay_rate', 'load_long_memory', 'solved_table',
+           'run_long_memory', 'main', 'clip_by_global_norm', 'clip_by_value', 'global_norm']
 
 # %% ../nbs/04_gradients.ipynb #4d1774e7
 import argparse
@@ -173,6 +173,30 @@ LONG_MEMORY_COMMAND = "python -m rnn_tutorial.diagnostics long-memory --out rnn_
 # shipped with the package
 LONG_MEMORY_FILE = Path(str(importlib.resources.files("rnn_tutorial"))) / "results" / "long_memory.json"
 
+def load_long_memory(
+    path:str|os.PathLike|None=None, # a file written by `run_long_memory`; default: the one shipped in the package
+)->dict:
+    "The results of `run_long_memory`, read from JSON and checked."
+    path = Path(path) if path is not None else LONG_MEMORY_FILE
+    if not path.is_file(): raise FileNotFoundError(f"no long-memory results at {path}; run: {LONG_MEMORY_COMMAND}")
+    d = read_json(path, "long-memory results file")
+    if d.get("format") != "rnn-tutorial.long-memory" or d.get("version") != 1 or not isinstance(d.get("runs"), list):
+        raise FormatError(f"{path} is not a long-memory results file (format 'rnn-tutorial.long-memory', version 1)")
+    return d
+
+def solved_table(
+    results:dict, # from `load_long_memory`
+    threshold:float=0.1, # a run counts as solved when final loss < threshold * baseline
+)->dict: # {(task, model): [T, ...] solved}
+    "The lengths at which each model got below `threshold` times the baseline, per task."
+    table = {}
+    for r in results["runs"]:
+        key = (r["task"], r["model"])
+        table.setdefault(key, [])
+        if r["ratio"] is not None and r["ratio"] < threshold: table[key].append(r["T"])
+    return table
+
+# %% ../nbs/04_gradients.ipynb #6f44599f
 def _keras_model(keras, model:str, task:str, T:int, units:int, n_in:int, n_out:int):
     """A built-in Keras recurrent layer `model` with the head of `task`: one output from the last state, or logits at
     every step."""
@@ -252,29 +276,6 @@ def run_long_memory(
                       f"({result['runs'][-1]['seconds']} s)", flush=True)
                 if out is not None: write_json(out, result)  # atomically, after every run
     return result
-
-def load_long_memory(
-    path:str|os.PathLike|None=None, # a file written by `run_long_memory`; default: the one shipped in the package
-)->dict:
-    "The results of `run_long_memory`, read from JSON and checked."
-    path = Path(path) if path is not None else LONG_MEMORY_FILE
-    if not path.is_file(): raise FileNotFoundError(f"no long-memory results at {path}; run: {LONG_MEMORY_COMMAND}")
-    d = read_json(path, "long-memory results file")
-    if d.get("format") != "rnn-tutorial.long-memory" or d.get("version") != 1 or not isinstance(d.get("runs"), list):
-        raise FormatError(f"{path} is not a long-memory results file (format 'rnn-tutorial.long-memory', version 1)")
-    return d
-
-def solved_table(
-    results:dict, # from `load_long_memory`
-    threshold:float=0.1, # a run counts as solved when final loss < threshold * baseline
-)->dict: # {(task, model): [T, ...] solved}
-    "The lengths at which each model got below `threshold` times the baseline, per task."
-    table = {}
-    for r in results["runs"]:
-        key = (r["task"], r["model"])
-        table.setdefault(key, [])
-        if r["ratio"] is not None and r["ratio"] < threshold: table[key].append(r["T"])
-    return table
 
 def main(argv=None):
     "The command line: `python -m rnn_tutorial.diagnostics long-memory --out FILE [options]`."

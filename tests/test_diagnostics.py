@@ -229,3 +229,19 @@ def test_clipping_by_global_norm_at_the_limit():
         g = grads()
         assert clip_by_global_norm(g, limit) == pytest.approx(5.0)
         np.testing.assert_allclose([g["a"][0], g["b"]["c"][0, 0]], [3.0 * scale, 4.0 * scale], rtol=1e-12)
+
+
+def test_init_recurrent_kernel_kinds_and_errors():
+    "Moved from chapter 04: every kind's shape, orthogonality, the identity's scale, and the one-line errors."
+    from rnn_tutorial.diagnostics import RECURRENT_INITS
+    for kind in RECURRENT_INITS:
+        assert init_recurrent_kernel(5, kind).shape == (5, 5)
+    Q = init_recurrent_kernel(6, "orthogonal", seed=3)
+    np.testing.assert_allclose(Q @ Q.T, np.eye(6), atol=1e-12)
+    np.testing.assert_array_equal(init_recurrent_kernel(4, "identity", scale=2.0), 2 * np.eye(4))
+    with pytest.raises(ValueError, match="kind must be one of 'orthogonal', 'identity', 'gaussian', got 'uniform'"):
+        init_recurrent_kernel(4, "uniform")
+    with pytest.raises(ValueError, match="square"):
+        spectral_radius(np.ones((2, 3)))
+    with pytest.raises(ValueError, match="radius must be a finite number > 0.0, got -1"):
+        scaled_recurrent_kernel(np.array([[0.0, -1.0], [1.0, 0.0]]), -1)
