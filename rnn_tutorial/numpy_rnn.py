@@ -92,8 +92,6 @@ def init_dense_params(
 CELL_GATES = {"rnn": 1, "lstm": 4, "gru": 3}  # cell kind -> blocks of H columns in `kernel` and `recurrent_kernel`
 
 # %% ../nbs/01_rnn_numpy.ipynb #a2021f28
-#| code-fold: true
-#| code-summary: "Argument checks of rnn_forward"
 def _check_rnn_params(params):
     "Check a vanilla RNN's parameter dict and return (W_xh, W_hh, b)."
     if not isinstance(params, dict) or not {"kernel", "recurrent_kernel", "bias"} <= set(params):
