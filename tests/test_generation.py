@@ -112,7 +112,8 @@ def test_width_one_is_greedy(seed):
     assert list(sample_stream(step, None, [3], 6, temperature=1e-6, seed=seed)) == g
 
 
-def test_wide_beam_never_worse_than_greedy_and_can_be_better():
+def test_exhaustive_beam_never_worse_than_greedy_and_can_be_better():
+    "A beam as wide as all V**L sequences is exhaustive search (a narrower beam is not monotone in its width)."
     better = 0
     for seed in range(40):
         step = numpy_lm(4, seed=seed, scale=0.7)
@@ -254,3 +255,38 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="end_id"): sample_stream(step, None, [0], 3, end_id="x")
     with pytest.raises(ValueError, match="step must be a callable"): sample_stream(3, None, [0], 3)
     with pytest.raises(ValueError, match="CharModel"): keras_step(object())
+
+
+def table_step(table, tokens):
+    "A `step` over a table {text so far: {token: log-prob}} (missing texts: uniform); the state is the text so far."
+    uniform = {t: -np.log(len(tokens) - 1) for t in tokens[1:]}
+    def step(state, ids):
+        old = [""] * len(ids) if state is None else list(state)
+        new = np.array([s + tokens[i] if i else s for s, i in zip(old, ids)], dtype=object)
+        lp = np.full((len(ids), len(tokens)), -np.inf)
+        for row, text in enumerate(new):
+            for tok, v in table.get(text, uniform).items(): lp[row, tokens.index(tok)] = v
+        return lp, new
+    return step
+
+
+def test_beam_search_is_not_monotone_in_width():
+    "Chapter 7's crowded table: width 2 prunes the prefix greedy follows and ends below greedy; width 3 does not."
+    ln, third = np.log, {t: np.log(1 / 3) for t in "abc"}
+    table = {"": {"a": ln(0.5), "b": ln(0.45), "c": ln(0.05)}, "a": {"a": ln(0.4), "b": ln(0.3), "c": ln(0.3)},
+             "b": {"a": ln(0.49), "b": ln(0.49), "c": ln(0.02)}, "aa": {"a": ln(0.9), "b": ln(0.05), "c": ln(0.05)},
+             "ba": third, "bb": third}
+    step = table_step(table, "^abc")
+    best = {w: beam_search(step, None, [0], w, 3)[0] for w in (1, 2, 3)}
+    assert best[1][0] == [1, 1, 1] and best[1][0] == list(sample_stream(step, None, [0], 3, temperature=0))
+    np.testing.assert_allclose(best[1][1], ln(0.5 * 0.4 * 0.9))
+    np.testing.assert_allclose(best[2][1], ln(0.45 * 0.49 / 3))
+    assert best[3] == best[1]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_width_v_to_the_l_minus_one_is_exhaustive(seed):
+    V, L = 3, 4
+    step = numpy_lm(V, seed=seed)
+    exact = brute_force(step, [0, 1], V, L)
+    np.testing.assert_allclose(beam_search(step, None, [0, 1], V ** (L - 1), L)[0][1], exact[0][1], atol=1e-12)

@@ -75,5 +75,6 @@ def complete(
         step = keras_step(model)
     elif callable(model): step = model
     else: raise ValueError(f"model must be a CharModel or a step(state, ids) function, got {type(model).__name__}")
-    found = beam_search(step, None, vocab.encode(prefix), beam_width, length, None if end is None else int(vocab.encode(end)[0]))
+    found = beam_search(step, None, vocab.encode(prefix), beam_width, length,
+                        None if end is None else int(vocab.encode(end)[0]))
     return [(vocab.decode(np.array(s, np.int32)), v) for s, v in found[:n]]
