@@ -28,9 +28,9 @@ __all__ = ['NUMPY_CHECKPOINT_FORMAT', 'NUMPY_CHECKPOINT_VERSION', 'NUMPY_MODEL_F
            'CharData', 'get_data', 'CharRNN', 'init_model', 'final_state', 'forward', 'compute_loss', 'bits',
            'backward', 'global_norm', 'clip_by_global_norm', 'clip_by_value', 'Optimizer', 'SGD', 'Momentum', 'Adam',
            'update', 'Evaluation', 'evaluate_windows', 'numpy_window', 'evaluate', 'ids_fingerprint', 'next_window',
-           'TrainerBase', 'Trainer', 'train', 'save_checkpoint', 'read_checkpoint', 'load_checkpoint', 'predict',
-           'sample_next_id', 'numpy_step', 'check_step_output', 'read_prefix', 'sample_stream', 'sample', 'save_model',
-           'load_model']
+           'TrainerBase', 'Trainer', 'train', 'predict', 'sample_next_id', 'numpy_step', 'check_step_output',
+           'read_prefix', 'sample_stream', 'sample', 'save_checkpoint', 'read_checkpoint', 'load_checkpoint',
+           'save_model', 'load_model']
 
 # %% ../nbs/02_training_numpy.ipynb #d50e9b60
 @dataclass(frozen=True)
@@ -40,7 +40,9 @@ class CharData:
     vocab: Vocab  # characters of the training text
     train: np.ndarray  # int32 ids of the training text
     valid: np.ndarray  # int32 ids of the held-out text
-    def __repr__(self): return f"CharData({self.name!r}, {len(self.vocab)} chars, train={len(self.train):,}, valid={len(self.valid):,})"
+    def __repr__(self):
+        return (f"CharData({self.name!r}, {len(self.vocab)} chars, train={len(self.train):,}, "
+                f"valid={len(self.valid):,})")
 
 def get_data(
     corpus:str|os.PathLike|Corpus="language-reference", # a `Corpus`, a name in `data.CORPORA`, or a text file
@@ -57,7 +59,7 @@ class CharRNN:
     "Next-character model: token ids -> recurrent layer (every step) -> dense layer -> scores over the vocabulary"
     def __init__(self,
                  vocab_size:int, # V, number of distinct characters
-                 layer=None, # a recurrent layer with the `SimpleRNN` interface and return_sequences=True; default SimpleRNN(256)
+                 layer=None, # a layer with the `SimpleRNN` interface, return_sequences=True; default SimpleRNN(256)
                  seed:int=0, # seed of the dense layer's weights (the layer has its own)
                 ):
         self.vocab_size = check_int("vocab_size", vocab_size)
@@ -82,7 +84,8 @@ class CharRNN:
         "Number of scalar parameters"
         return int(sum(a.size for a in flatten_tree(self.params).values()))
 
-    def __repr__(self): return f"CharRNN(vocab_size={self.vocab_size}, layer={self.layer!r}, {self.count_params():,} parameters)"
+    def __repr__(self):
+        return f"CharRNN(vocab_size={self.vocab_size}, layer={self.layer!r}, {self.count_params():,} parameters)"
 
 def init_model(
     vocab_size:int, # V, number of distinct characters
@@ -99,7 +102,7 @@ def final_state(
     layer, # a recurrent layer
     cache, # the cache of its last `forward`
 ):
-    "The state after the last step of a `forward` call, as a copy: the layer's `final_state(cache)` (an array, or tuples and lists of them)"
+    "The state after a `forward` call, as a copy: the layer's `final_state(cache)` (an array, or tuples/lists of them)"
     if not hasattr(layer, "final_state"):
         raise ValueError(f"layer must have a final_state(cache) method, got {type(layer).__name__}")
     def copy(s): return type(s)(copy(p) for p in s) if isinstance(s, (tuple, list)) else np.array(s)
@@ -219,7 +222,8 @@ class Optimizer:
                        ):
         "Restore the state saved by `state_dict`"
         missing = [k for k in (*self.hyper, "t") if k not in state]
-        if missing: raise ValueError(f"optimizer state is missing {missing}: expected a state_dict() of {type(self).__name__}")
+        if missing:
+            raise ValueError(f"optimizer state is missing {missing}: expected a state_dict() of {type(self).__name__}")
         for h in self.hyper: setattr(self, h, type(getattr(self, h))(state[h]))
         self.t = int(state["t"])
         self.slots = {s: {} for s in self.slot_names}
@@ -249,7 +253,8 @@ class Momentum(Optimizer):
         if beta >= 1: raise ValueError(f"beta must be in [0, 1), got {beta!r}")
         super().__init__(lr=check_number("lr", lr), beta=beta)
     def update(self, p, g, v):
-        v *= self.beta; v -= self.lr * g
+        v *= self.beta
+        v -= self.lr * g
         p += v
 
 class Adam(Optimizer):
@@ -263,10 +268,13 @@ class Adam(Optimizer):
                 ):
         for name, b in (("beta1", beta1), ("beta2", beta2)):
             if check_number(name, b, strict=False) >= 1: raise ValueError(f"{name} must be in [0, 1), got {b!r}")
-        super().__init__(lr=check_number("lr", lr), beta1=float(beta1), beta2=float(beta2), eps=check_number("eps", eps))
+        super().__init__(lr=check_number("lr", lr), beta1=float(beta1), beta2=float(beta2), eps=check_number("eps",
+                                                                                                             eps))
     def update(self, p, g, m, v):
-        m *= self.beta1; m += (1 - self.beta1) * g
-        v *= self.beta2; v += (1 - self.beta2) * g * g
+        m *= self.beta1
+        m += (1 - self.beta1) * g
+        v *= self.beta2
+        v += (1 - self.beta2) * g * g
         lr_t = self.lr * math.sqrt(1 - self.beta2 ** self.t) / (1 - self.beta1 ** self.t)  # both corrections at once
         p -= lr_t * m / (np.sqrt(v) + self.eps * math.sqrt(1 - self.beta2 ** self.t))
 
@@ -280,7 +288,8 @@ def update(
 ) -> float: # the gradients' global norm before clipping
     "Step 6: clip the gradients, then take one optimizer step"
     norm = global_norm(grads)
-    if not math.isfinite(norm): raise FloatingPointError(f"the gradients are not finite (global norm {norm}): lower the learning rate")
+    if not math.isfinite(norm):
+        raise FloatingPointError(f"the gradients are not finite (global norm {norm}): lower the learning rate")
     if clip_value is not None: clip_by_value(grads, clip_value)
     if clip_norm is not None: clip_by_global_norm(grads, clip_norm)
     optimizer.step(params, grads)
@@ -348,7 +357,7 @@ def next_window(run) -> tuple:
     return run.batches[run.k]
 
 class TrainerBase:
-    "What every trainer shares, whatever the backend: the window schedule, the log, held-out evaluation on a schedule, `fit`, `config` and exact checkpoints"
+    "What every trainer shares: the window schedule, the log, held-out evaluation, `fit`, `config`, checkpoints"
     checkpoint_format, checkpoint_version = None, 1  # the checkpoint file of the backend
 
     def _setup(self, vocab_size:int, train_ids, valid_ids, batch_size, seq_len, clip_norm, clip_value, eval_every,
@@ -369,7 +378,7 @@ class TrainerBase:
         self.log = {"train": [], "valid": []}  # [step, loss (nats), grad norm], [step, held-out loss (nats)]
 
     def train_step(self) -> float:
-        "One window: the backend's forward, loss, backward, clip and update from the carried state; returns the loss in nats"
+        "One window: the backend's forward, loss, backward, clip and update from the carried state; the loss in nats"
         x, y = next_window(self)
         loss, norm, state = self.window_step(x, y)  # steps 3 to 6
         self.state, self.k, self.step = state, self.k + 1, self.step + 1
@@ -404,10 +413,11 @@ class TrainerBase:
         return self
 
     def config(self) -> dict:
-        "What a resumed run must agree on: sizes, optimizer and its hyperparameters, clipping, evaluation, seed, fingerprints of the data"
+        "What a resumed run must agree on: sizes, optimizer, hyperparameters, clipping, evaluation, seed, data hashes"
         return {"batch_size": self.batch_size, "seq_len": self.seq_len, "clip_norm": self.clip_norm,
                 "clip_value": self.clip_value, "eval_every": self.eval_every, "seed": self.seed,
-                "vocab_size": self.vocab_size, **self.optimizer_config(), "train_sha256": ids_fingerprint(self.train_ids),
+                "vocab_size": self.vocab_size, **self.optimizer_config(),
+                "train_sha256": ids_fingerprint(self.train_ids),
                 "valid_sha256": None if self.valid_ids is None else ids_fingerprint(self.valid_ids)}
 
     def save_checkpoint(self, path:str|os.PathLike) -> Path:
@@ -419,7 +429,8 @@ class TrainerBase:
         return load_checkpoint(path, self)
 
     def __repr__(self):
-        return f"{type(self).__name__}(step={self.step}, epoch={self.epoch}, window={self.k}/{len(self.batches)}, {self.optimizer!r})"
+        return (f"{type(self).__name__}(step={self.step}, epoch={self.epoch}, window={self.k}/{len(self.batches)}, "
+                f"{self.optimizer!r})")
 
 class Trainer(TrainerBase):
     "Truncated BPTT over a long text in NumPy, with the hidden state carried from window to window; resumable exactly"
@@ -471,7 +482,8 @@ class Trainer(TrainerBase):
         current = flatten_tree(self.model.params)
         if set(params) != set(current) or any(params[k].shape != current[k].shape or params[k].dtype != current[k].dtype
                                                for k in current):
-            raise FormatError(f"{path} holds parameters {sorted((k, v.shape) for k, v in params.items())}, but the model "
+            raise FormatError(f"{path} holds parameters {sorted((k, v.shape) for k, v in params.items())}, "
+                              f"but the model "
                               f"has {sorted((k, v.shape) for k, v in current.items())}")
         for k, v in current.items(): v[...] = params[k]  # in place: the layer objects keep their arrays
         opt = {k[len("optimizer/"):]: v for k, v in arrays.items() if k.startswith("optimizer/")}
@@ -491,65 +503,6 @@ def train(
     "All seven steps: a new model trained with Adam for `steps` windows; returns the `Trainer` (model, log, state)"
     model = init_model(len(data.vocab), units, seed, layer=layer)
     return Trainer(model, data.train, data.valid, Adam(lr), batch_size, seq_len, seed=seed, **kwargs).fit(steps)
-
-# %% ../nbs/02_training_numpy.ipynb #cd2878b4
-NUMPY_CHECKPOINT_FORMAT, NUMPY_CHECKPOINT_VERSION = Trainer.checkpoint_format, Trainer.checkpoint_version
-
-def _state_tree(state, arrays:list):
-    "JSON for a carried state (None, an array, or tuples/lists of them, nested), its arrays appended to `arrays`"
-    if state is None: return None
-    if isinstance(state, (tuple, list)):
-        return {"tuple" if isinstance(state, tuple) else "list": [_state_tree(s, arrays) for s in state]}
-    arrays.append(np.asarray(state))
-    return len(arrays) - 1
-
-def _state_from_tree(tree, arrays:dict):
-    "The state `_state_tree` described, with the same nesting and container types, from the checkpoint's `state/i` arrays"
-    if tree is None: return None
-    if isinstance(tree, int): return arrays[f"state/{tree}"]
-    (kind, parts), = tree.items()
-    parts = [_state_from_tree(t, arrays) for t in parts]
-    return tuple(parts) if kind == "tuple" else parts
-
-def save_checkpoint(
-    path:str|os.PathLike, # destination file, conventionally ending in .npz
-    trainer:TrainerBase, # the run to save: a `Trainer`, or the TensorFlow trainer
-) -> Path:
-    "Save everything needed to continue `trainer` exactly, as one `.npz` written atomically"
-    arrays, backend_meta = trainer.checkpoint_arrays()
-    states = []
-    tree = _state_tree(trainer.state, states)
-    arrays.update({f"state/{i}": s for i, s in enumerate(states)})
-    meta = {"format": trainer.checkpoint_format, "version": trainer.checkpoint_version, "config": trainer.config(),
-            **backend_meta, "step": trainer.step, "epoch": trainer.epoch, "k": trainer.k, "offset": trainer.offset,
-            "state": tree, "rng": trainer.rng.bit_generator.state, "log": trainer.log}
-    return write_npz(path, arrays, meta)
-
-def read_checkpoint(
-    path:str|os.PathLike, # a file written by `save_checkpoint`
-    fmt:str=NUMPY_CHECKPOINT_FORMAT, # the format expected (the trainer's `checkpoint_format`)
-    version:int=NUMPY_CHECKPOINT_VERSION, # and its version
-) -> tuple: # (arrays, meta): the arrays by name and the JSON metadata
-    "Read a checkpoint without unpickling anything; `FileNotFoundError`, or `FormatError` for a damaged or foreign file"
-    return read_npz(path, fmt, version, "checkpoint")
-
-def load_checkpoint(
-    path:str|os.PathLike, # a file written by `save_checkpoint`
-    trainer:TrainerBase, # a trainer built with the same configuration and data; its state is replaced
-) -> TrainerBase:
-    "Restore `trainer` to the saved run, so that continuing it gives exactly what the uninterrupted run gives"
-    arrays, meta = read_checkpoint(path, trainer.checkpoint_format, trainer.checkpoint_version)
-    saved, now = meta["config"], trainer.config()
-    diff = [k for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k)]
-    if diff: raise FormatError(f"{path} was saved by a different run: " + "; ".join(
-        f"{k} is {now.get(k)!r} here, {saved.get(k)!r} in the checkpoint" for k in diff))
-    trainer.restore_arrays(arrays, meta, path)
-    trainer.state = _state_from_tree(meta["state"], arrays)
-    trainer.step, trainer.epoch, trainer.k, trainer.offset = meta["step"], meta["epoch"], meta["k"], meta["offset"]
-    trainer.rng.bit_generator.state = meta["rng"]
-    trainer.batches = TBPTTBatches(trainer.train_ids, trainer.batch_size, trainer.seq_len, trainer.offset)
-    trainer.log = meta["log"]
-    return trainer
 
 # %% ../nbs/02_training_numpy.ipynb #9d24f1ae
 def _softmax(z:np.ndarray) -> np.ndarray:
@@ -632,7 +585,8 @@ def sample_stream(
     if end_id is not None: end_id = check_int("end_id", end_id, 0)
     if not callable(step): raise ValueError(f"step must be a callable step(state, ids), got {type(step).__name__}")
     prefix = check_ids("prefix_ids", prefix_ids)
-    if prefix.size == 0: raise ValueError("prefix_ids must hold at least one id (a start token for a decoder), got none")
+    if prefix.size == 0:
+        raise ValueError("prefix_ids must hold at least one id (a start token for a decoder), got none")
     rng = np.random.default_rng(seed)
     def gen(state):
         lp, state = read_prefix(step, state, prefix)
@@ -659,15 +613,75 @@ def sample(
     ids = sample_stream(numpy_step(model), None, vocab.encode(prime), length, temperature, top_k, seed)
     return vocab.decode(np.fromiter(ids, np.int32))
 
+# %% ../nbs/02_training_numpy.ipynb #cd2878b4
+NUMPY_CHECKPOINT_FORMAT, NUMPY_CHECKPOINT_VERSION = Trainer.checkpoint_format, Trainer.checkpoint_version
+
+def _state_tree(state, arrays:list):
+    "JSON for a carried state (None, an array, or tuples/lists of them, nested), its arrays appended to `arrays`"
+    if state is None: return None
+    if isinstance(state, (tuple, list)):
+        return {"tuple" if isinstance(state, tuple) else "list": [_state_tree(s, arrays) for s in state]}
+    arrays.append(np.asarray(state))
+    return len(arrays) - 1
+
+def _state_from_tree(tree, arrays:dict):
+    "The state `_state_tree` described, nested as it was, from the checkpoint's `state/i` arrays"
+    if tree is None: return None
+    if isinstance(tree, int): return arrays[f"state/{tree}"]
+    (kind, parts), = tree.items()
+    parts = [_state_from_tree(t, arrays) for t in parts]
+    return tuple(parts) if kind == "tuple" else parts
+
+def save_checkpoint(
+    path:str|os.PathLike, # destination file, conventionally ending in .npz
+    trainer:TrainerBase, # the run to save: a `Trainer`, or the TensorFlow trainer
+) -> Path:
+    "Save everything needed to continue `trainer` exactly, as one `.npz` written atomically"
+    arrays, backend_meta = trainer.checkpoint_arrays()
+    states = []
+    tree = _state_tree(trainer.state, states)
+    arrays.update({f"state/{i}": s for i, s in enumerate(states)})
+    meta = {"format": trainer.checkpoint_format, "version": trainer.checkpoint_version, "config": trainer.config(),
+            **backend_meta, "step": trainer.step, "epoch": trainer.epoch, "k": trainer.k, "offset": trainer.offset,
+            "state": tree, "rng": trainer.rng.bit_generator.state, "log": trainer.log}
+    return write_npz(path, arrays, meta)
+
+def read_checkpoint(
+    path:str|os.PathLike, # a file written by `save_checkpoint`
+    fmt:str=NUMPY_CHECKPOINT_FORMAT, # the format expected (the trainer's `checkpoint_format`)
+    version:int=NUMPY_CHECKPOINT_VERSION, # and its version
+) -> tuple: # (arrays, meta): the arrays by name and the JSON metadata
+    "Read a checkpoint without unpickling anything; `FileNotFoundError`, or `FormatError` for a damaged or foreign file"
+    return read_npz(path, fmt, version, "checkpoint")
+
+def load_checkpoint(
+    path:str|os.PathLike, # a file written by `save_checkpoint`
+    trainer:TrainerBase, # a trainer built with the same configuration and data; its state is replaced
+) -> TrainerBase:
+    "Restore `trainer` to the saved run, so that continuing it gives exactly what the uninterrupted run gives"
+    arrays, meta = read_checkpoint(path, trainer.checkpoint_format, trainer.checkpoint_version)
+    saved, now = meta["config"], trainer.config()
+    diff = [k for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k)]
+    if diff: raise FormatError(f"{path} was saved by a different run: " + "; ".join(
+        f"{k} is {now.get(k)!r} here, {saved.get(k)!r} in the checkpoint" for k in diff))
+    trainer.restore_arrays(arrays, meta, path)
+    trainer.state = _state_from_tree(meta["state"], arrays)
+    trainer.step, trainer.epoch, trainer.k, trainer.offset = meta["step"], meta["epoch"], meta["k"], meta["offset"]
+    trainer.rng.bit_generator.state = meta["rng"]
+    trainer.batches = TBPTTBatches(trainer.train_ids, trainer.batch_size, trainer.seq_len, trainer.offset)
+    trainer.log = meta["log"]
+    return trainer
+
 # %% ../nbs/02_training_numpy.ipynb #41dc7d38
 NUMPY_MODEL_FORMAT, NUMPY_MODEL_VERSION = "rnn-tutorial.numpy-char-model", 1
-NUMPY_LAYERS = {"rnn": SimpleRNN, "lstm": LSTM, "gru": GRU}  # cell kind -> the NumPy layer class; the kinds of CELL_GATES
+NUMPY_LAYERS = {"rnn": SimpleRNN, "lstm": LSTM,
+                "gru": GRU}  # cell kind -> the NumPy layer class; the kinds of CELL_GATES
 assert set(NUMPY_LAYERS) == set(CELL_GATES)
 _LAYER_FIELDS = {"units": int, "activation": str, "return_sequences": bool, "seed": int, "dtype": str,
                  "unit_forget_bias": bool}  # the type of every field a layer's get_config() may hold
 
 def _layer_from_config(path, name, config):
-    "The layer `save_model` described as class `name` with `config`, from `NUMPY_LAYERS` only; `FormatError` naming the field"
+    "The layer `save_model` described (class `name`, `config`), from `NUMPY_LAYERS` only; else `FormatError`"
     classes = {cls.__name__: cls for cls in NUMPY_LAYERS.values()}
     if name not in classes:
         raise FormatError(f"{path}: layer must be one of {sorted(classes)}, got {name!r}")
@@ -692,7 +706,8 @@ def save_model(
     if len(vocab) != model.vocab_size:
         raise ValueError(f"vocab must have the model's {model.vocab_size} characters, got {len(vocab)}")
     if type(model.layer) not in NUMPY_LAYERS.values():
-        raise ValueError(f"model.layer must be one of {[c.__name__ for c in NUMPY_LAYERS.values()]}, got {type(model.layer).__name__}")
+        raise ValueError(f"model.layer must be one of {[c.__name__ for c in NUMPY_LAYERS.values()]}, "
+                         f"got {type(model.layer).__name__}")
     meta = {"format": NUMPY_MODEL_FORMAT, "version": NUMPY_MODEL_VERSION, "layer": type(model.layer).__name__,
             "layer_config": model.layer.get_config(), "vocab_size": model.vocab_size, "seed": model.seed,
             "vocab": vocab.to_dict()}
@@ -701,15 +716,17 @@ def save_model(
 def load_model(
     path:str|os.PathLike, # a file written by `save_model`
 ) -> tuple: # (model, vocab)
-    "Load a model saved by `save_model`, never unpickling; `FileNotFoundError`, or `FormatError` naming the field at fault"
+    "Load a model saved by `save_model`, never unpickling; `FileNotFoundError`, or `FormatError` naming the field"
     arrays, meta = read_npz(path, NUMPY_MODEL_FORMAT, NUMPY_MODEL_VERSION, "model file")
     for key, kind in (("vocab_size", int), ("seed", int), ("vocab", dict), ("layer", str)):
-        if not isinstance(meta.get(key), kind): raise FormatError(f"{path}: {key} must be a {kind.__name__}, got {meta.get(key)!r}")
+        if not isinstance(meta.get(key),
+                          kind): raise FormatError(f"{path}: {key} must be a {kind.__name__}, got {meta.get(key)!r}")
     layer = _layer_from_config(path, meta["layer"], meta.get("layer_config"))
     try:
         model = CharRNN(meta["vocab_size"], layer, meta["seed"])
         vocab = Vocab.from_dict(meta["vocab"])
-    except (KeyError, TypeError, ValueError) as e: raise FormatError(f"{path}: the model or vocabulary is inconsistent: {e}") from e
+    except (KeyError, TypeError,
+            ValueError) as e: raise FormatError(f"{path}: the model or vocabulary is inconsistent: {e}") from e
     params = {k[len("params/"):]: v for k, v in arrays.items() if k.startswith("params/")}
     current = flatten_tree(model.params)
     if sorted(current) != sorted(params) or any(current[k].shape != v.shape for k, v in params.items()):

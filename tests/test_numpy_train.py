@@ -88,6 +88,7 @@ def test_optimizer_state_dict_round_trip(cls):
     (lambda: Momentum(beta=-0.1), "beta must be a finite number >= 0"),
     (lambda: Momentum(beta=1), "beta must be in [0, 1)"),
     (lambda: Adam(beta1=1.0), "beta1 must be in [0, 1)"),
+    (lambda: Adam(beta2=1.5), "beta2 must be in [0, 1)"),
     (lambda: Adam(eps=0), "eps must be a finite number > 0"),
 ])
 def test_optimizer_bad_hyperparameters(make, message):
@@ -491,3 +492,15 @@ def test_load_model_gated_layers(tmp_path):
 
 def test_bits():
     assert bits(math.log(2)) == pytest.approx(1.0)
+
+
+def test_adam_ignores_a_constant_rescaling_of_the_gradients():
+    "Adam divides by the running RMS of the gradient: gradients all multiplied by 1000 give the same steps (eps aside)."
+    rng = np.random.default_rng(1)
+    gs = [rng.standard_normal(5) for _ in range(10)]
+    a, b = {"w": np.zeros(5)}, {"w": np.zeros(5)}
+    oa, ob = Adam(0.01, eps=1e-12), Adam(0.01, eps=1e-12)
+    for g in gs:
+        oa.step(a, {"w": g.copy()})
+        ob.step(b, {"w": 1000 * g})
+    np.testing.assert_allclose(a["w"], b["w"], rtol=1e-9, atol=1e-12)
