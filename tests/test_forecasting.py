@@ -1,13 +1,15 @@
-"Forecasting (`rnn_tutorial.apps.forecasting`): least squares recovers known AR coefficients, metrics, shapes and every bad-input error."
+("Forecasting (`rnn_tutorial.apps.forecasting`): least squares recovers known AR coefficients, metrics, shapes and "
+ "every bad-input error.")
 import numpy as np
 import pytest
 
 from rnn_tutorial.apps.forecasting import (LinearAR, TimeLimit, fit_linear_ar, forecast_metrics, forecast_rnn,
                                            predict_linear_ar, return_windows)
 from rnn_tutorial.data import load_series, windows
-from rnn_tutorial.tf_rnn import import_tensorflow, quiet_stderr
+from rnn_tutorial.tf_setup import configure_tensorflow, import_tensorflow, quiet_stderr
 
 tf, keras = import_tensorflow()
+configure_tensorflow()
 
 
 def ar_series(coefs, intercept, n, seed, noise=0.1):
@@ -36,7 +38,8 @@ def test_exact_fit_and_normal_equations():
     X = rng.normal(size=(50, 4))
     w, b = np.array([1.0, -2.0, 0.5, 3.0]), 0.25
     m = fit_linear_ar(X, X @ w + b)
-    np.testing.assert_allclose(m.coef, w, atol=1e-10); np.testing.assert_allclose(m.intercept, b, atol=1e-10)
+    np.testing.assert_allclose(m.coef, w, atol=1e-10)
+    np.testing.assert_allclose(m.intercept, b, atol=1e-10)
     y = rng.normal(size=50)  # noisy: the residual is orthogonal to the columns and to the constant
     m = fit_linear_ar(X, y)
     r = y - predict_linear_ar(m, X)
@@ -51,16 +54,19 @@ def test_several_outputs_fit_column_by_column():
     assert predict_linear_ar(m, X).shape == (40, 2)
     for k in range(2):
         mk = fit_linear_ar(X, Y[:, k])
-        np.testing.assert_allclose(m.coef[:, k], mk.coef, atol=1e-12); np.testing.assert_allclose(m.intercept[k], mk.intercept, atol=1e-12)
+        np.testing.assert_allclose(m.coef[:, k], mk.coef, atol=1e-12)
+        np.testing.assert_allclose(m.intercept[k], mk.intercept, atol=1e-12)
 
 
 def test_linear_ar_errors():
-    with pytest.raises(ValueError, match="X must be a non-empty numeric array of shape"): fit_linear_ar(np.ones(5), np.ones(5))
-    with pytest.raises(ValueError, match="X must be a non-empty numeric array"): fit_linear_ar(np.ones((0, 2)), np.ones(0))
+    with pytest.raises(ValueError, match="X must be a non-empty numeric array of shape"): fit_linear_ar(np.ones(5),
+        np.ones(5))
+    with pytest.raises(ValueError, match="X must be a non-empty numeric array"):
+        fit_linear_ar(np.ones((0, 2)), np.ones(0))
     with pytest.raises(ValueError, match="X must be finite"): fit_linear_ar([[1.0, np.nan]] * 5, np.ones(5))
     with pytest.raises(ValueError, match="y must be finite"): fit_linear_ar(np.ones((5, 2)), [1, 2, np.inf, 4, 5])
     with pytest.raises(ValueError, match=r"y must have shape \(5,\)"): fit_linear_ar(np.ones((5, 2)), np.ones(4))
-    with pytest.raises(ValueError, match="needs at least 3"): fit_linear_ar(np.ones((2, 2)), np.ones(2))
+    with pytest.raises(ValueError, match="X must have at least 3 windows"): fit_linear_ar(np.ones((2, 2)), np.ones(2))
     m = fit_linear_ar(np.random.default_rng(0).normal(size=(10, 2)), np.ones(10))
     with pytest.raises(ValueError, match="X must have 2 columns"): predict_linear_ar(m, np.ones((3, 4)))
     with pytest.raises(ValueError, match="X must be finite"): predict_linear_ar(m, [[1.0, np.inf]])
@@ -72,7 +78,8 @@ def test_forecast_metrics():
     t, p = rng.normal(size=(7, 3)), rng.normal(size=(7, 3))
     m = forecast_metrics(t, p)
     assert m["n"] == 21
-    np.testing.assert_allclose(m["mse"], ((t - p) ** 2).mean()); np.testing.assert_allclose(m["mae"], np.abs(t - p).mean())
+    np.testing.assert_allclose(m["mse"], ((t - p) ** 2).mean())
+    np.testing.assert_allclose(m["mae"], np.abs(t - p).mean())
     assert forecast_metrics(t, t) == {"mse": 0.0, "mae": 0.0, "n": 21}
     with pytest.raises(ValueError, match="same shape"): forecast_metrics([1.0, 2.0], [1.0])
     with pytest.raises(ValueError, match="at least one value"): forecast_metrics([], [])
@@ -94,7 +101,8 @@ def test_return_windows_shapes_and_values():
 
 
 def test_return_windows_errors():
-    with pytest.raises(ValueError, match="needs at least 25"): return_windows(np.ones(20), 20, (5,))  # window longer than the series
+    # window longer than the series
+    with pytest.raises(ValueError, match="needs at least 25"): return_windows(np.ones(20), 20, (5,))
     with pytest.raises(ValueError, match="horizons must be an integer >= 1"): return_windows(np.ones(20), 5, (1, 0))
     with pytest.raises(ValueError, match="horizons must be an integer >= 1"): return_windows(np.ones(20), 5, -1)
     with pytest.raises(ValueError, match="at least one horizon"): return_windows(np.ones(20), 5, ())
@@ -109,10 +117,11 @@ def test_window_errors_the_chapter_relies_on():
     with pytest.raises(ValueError, match="horizon must be an integer >= 1"): windows(np.ones(10), 3, 0)
 
 
-@pytest.mark.parametrize("cell", ["gru", "lstm", "simple"])
+@pytest.mark.parametrize("cell", ["gru", "lstm", "rnn"])
 def test_forecast_rnn_shapes(cell):
     model = forecast_rnn(12, outputs=3, units=5, cell=cell)
     assert model.input_shape == (None, 12, 1) and model.output_shape == (None, 3)
+    assert type(model.layers[0]).__name__ == {"rnn": "SimpleRNN", "lstm": "LSTM", "gru": "GRU"}[cell]
     x = np.random.default_rng(0).normal(size=(4, 12, 1)).astype("float32")
     assert model(x).shape == (4, 3)
     free = forecast_rnn(None, features=2)
@@ -120,7 +129,8 @@ def test_forecast_rnn_shapes(cell):
 
 
 def test_forecast_rnn_errors():
-    with pytest.raises(ValueError, match="cell must be one of 'gru', 'lstm', 'simple'"): forecast_rnn(5, cell="rnn")
+    with pytest.raises(ValueError, match="cell must be one of 'rnn', 'lstm', 'gru', got 'simple'"): forecast_rnn(5,
+        cell="simple")
     with pytest.raises(ValueError, match="units must be an integer >= 1"): forecast_rnn(5, units=0)
     with pytest.raises(ValueError, match="outputs must be an integer >= 1"): forecast_rnn(5, outputs=1.5)
     with pytest.raises(ValueError, match="input_len must be an integer >= 1"): forecast_rnn(0)
@@ -146,4 +156,4 @@ def test_gru_learns_an_ar_process_and_time_limit_stops():
     with quiet_stderr():
         h = model.fit(Xf[..., None], yf, epochs=50, verbose=0, callbacks=[limit])
     assert limit.stopped_early and len(h.history["loss"]) == 1
-    with pytest.raises(ValueError, match="seconds must be a number >= 0"): TimeLimit(-1)
+    with pytest.raises(ValueError, match="seconds must be a finite number >= 0.0"): TimeLimit(-1)

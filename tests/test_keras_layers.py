@@ -1,4 +1,5 @@
-"Keras layers (`rnn_tutorial.keras_layers`): the cuDNN rules against Keras's own, streaming, masking, saving and resuming, and tf.distribute on two logical CPUs and two worker processes."
+("Keras layers (`rnn_tutorial.keras_layers`): the cuDNN rules against Keras's own, streaming, masking, saving and "
+ "resuming, and tf.distribute on two logical CPUs and two worker processes.")
 import importlib
 import json
 
@@ -6,19 +7,27 @@ import numpy as np
 import pytest
 
 from rnn_tutorial.data import TBPTTBatches, Vocab, pad_sequences
-from rnn_tutorial.keras_layers import (CudnnReport, TrainingCheckpoint, cudnn_eligibility, first_token_task, load_model,
-                                       mask_problems, replicated_training, reset_states, run_distributed, save_model,
+from rnn_tutorial.keras_layers import (CudnnReport, TrainingCheckpoint, cudnn_eligibility, first_token_task,
+                                       load_keras_model,
+                                       mask_problems, replicated_training, reset_states, run_distributed,
+                                       save_keras_model,
                                        sequence_classifier, tf_config, to_stateful)
-from rnn_tutorial.tf_rnn import CharModel, TFAdam, TrainStep, import_tensorflow, make_layer
+from rnn_tutorial.tf_rnn import CharModel, TFAdam, TrainStep, make_layer
+from rnn_tutorial.persist import FormatError
+from rnn_tutorial.tf_setup import configure_tensorflow, import_tensorflow
 
 tf, keras = import_tensorflow()
+configure_tensorflow()
 L = keras.layers
 # Keras's own saving code calls np.array on its variables the NumPy 1 way; not ours to fix
-pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning")
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy "
+                                        "keyword:DeprecationWarning")
 
 try:  # Keras's own predicates: private, so the comparison is skipped only if they moved
-    keras_tf_rnn = importlib.import_module("keras.src.backend.tensorflow.rnn")  # the package exports a function `rnn` too
-    KERAS_RULES = all(hasattr(keras_tf_rnn, n) for n in ("_do_lstm_arguments_support_cudnn", "_do_gru_arguments_support_cudnn",
+    # the package exports a function `rnn` too
+    keras_tf_rnn = importlib.import_module("keras.src.backend.tensorflow.rnn")
+    KERAS_RULES = all(hasattr(keras_tf_rnn, n)
+                      for n in ("_do_lstm_arguments_support_cudnn", "_do_gru_arguments_support_cudnn",
                                                        "_is_sequence_right_padded", "_has_fully_masked_sequence"))
 except ImportError:
     KERAS_RULES = False
@@ -32,7 +41,8 @@ CASES = {
     "lstm go_backwards stateful": (lambda: L.LSTM(4, go_backwards=True), None),
     "lstm activation": (lambda: L.LSTM(4, activation="relu"), "activation='relu'"),
     "gru activation": (lambda: L.GRU(4, activation="sigmoid"), "activation='sigmoid'"),
-    "lstm recurrent_activation": (lambda: L.LSTM(4, recurrent_activation="hard_sigmoid"), "recurrent_activation='hard_sigmoid'"),
+    "lstm recurrent_activation": (lambda: L.LSTM(4, recurrent_activation="hard_sigmoid"),
+                                  "recurrent_activation='hard_sigmoid'"),
     "gru recurrent_activation": (lambda: L.GRU(4, recurrent_activation="tanh"), "recurrent_activation='tanh'"),
     "lstm recurrent_dropout": (lambda: L.LSTM(4, recurrent_dropout=0.1), "recurrent_dropout=0.1"),
     "gru recurrent_dropout": (lambda: L.GRU(4, recurrent_dropout=0.5), "recurrent_dropout=0.5"),
@@ -53,8 +63,9 @@ CASES = {
 def test_cudnn_rule(case):
     "Each rule alone: eligible layers have no reasons; others name the setting and what cuDNN needs."
     make, setting = CASES[case]
-    r = cudnn_eligibility(make())
-    assert isinstance(r, CudnnReport) and r.gpu is False  # no GPU on these machines
+    r = cudnn_eligibility(make(), gpus=[])  # a faked device list: the same answer on any machine
+    assert isinstance(r, CudnnReport) and r.gpu is False
+    assert cudnn_eligibility(make(), gpus=["/device:GPU:0"]).gpu is True
     if setting is None:
         assert r.eligible and bool(r) and r.reasons == ()
     else:
@@ -80,7 +91,8 @@ def test_cudnn_rule_matches_keras(case):
     if not isinstance(layer, (L.LSTM, L.GRU)): pytest.skip("not a built-in LSTM/GRU")
     args = dict(activation=layer.activation, recurrent_activation=layer.recurrent_activation, unroll=layer.unroll,
                 use_bias=layer.use_bias)
-    if isinstance(layer, L.GRU): keras_ok = keras_tf_rnn._do_gru_arguments_support_cudnn(**args, reset_after=layer.reset_after)
+    if isinstance(layer, L.GRU):
+        keras_ok = keras_tf_rnn._do_gru_arguments_support_cudnn(**args, reset_after=layer.reset_after)
     else: keras_ok = keras_tf_rnn._do_lstm_arguments_support_cudnn(**args)
     keras_ok = bool(keras_ok) and not layer.recurrent_dropout and layer.use_cudnn is not False
     assert cudnn_eligibility(layer).eligible == keras_ok
@@ -134,7 +146,8 @@ def _lm(kind_layer, V=9, seed=0):
 
 @pytest.mark.parametrize("layer", ["LSTM", "GRU", "SimpleRNN", "ours-lstm", "ours-gru"])
 def test_streaming_matches_whole_sequence(layer):
-    "A stateful copy fed one token at a time (or in chunks) gives the whole-sequence outputs to 1e-5; reset_states forgets."
+    ("A stateful copy fed one token at a time (or in chunks) gives the whole-sequence outputs to 1e-5; reset_states "
+     "forgets.")
     rec = make_layer(layer[5:], 8) if layer.startswith("ours") else getattr(L, layer)(8, return_sequences=True)
     lm = _lm(rec)
     ids = np.random.default_rng(3).integers(0, 9, (3, 11)).astype("int32")
@@ -153,7 +166,8 @@ def test_streaming_matches_whole_sequence(layer):
 def test_to_stateful_bad_input():
     "Only Sequential models, no Bidirectional, positive batch sizes."
     with pytest.raises(ValueError, match="model must be a keras.Sequential"): to_stateful(L.LSTM(3))
-    with pytest.raises(ValueError, match="Bidirectional"): to_stateful(_lm(L.Bidirectional(L.LSTM(3, return_sequences=True))))
+    with pytest.raises(ValueError, match="Bidirectional"):
+        to_stateful(_lm(L.Bidirectional(L.LSTM(3, return_sequences=True))))
     with pytest.raises(ValueError, match="batch_size"): to_stateful(_lm(L.LSTM(3, return_sequences=True)), batch_size=0)
 
 
@@ -164,9 +178,14 @@ def test_first_token_task():
     assert np.array_equal(ids != 0, mask) and mask_problems(mask) == []
     assert np.array_equal(y, (ids[:, 0] > 5).astype(np.float32)) and 0.4 < y.mean() < 0.6
     assert 3 <= mask.sum(1).min() and mask.sum(1).max() <= 10
-    for kw, name in (({"n": 0}, "n"), ({"n": 5, "vocab_size": 2}, "vocab_size"), ({"n": 5, "length": 5}, "min_len")):
+    for kw, name in (({"n": 0}, "n"), ({"n": 5, "vocab_size": 2}, "vocab_size"),
+                     ({"n": 5, "length": 5}, r"max_len must be an integer in \[1, 5\], got 10"),
+                     ({"n": 5, "min_len": 8, "max_len": 6}, r"min_len must be an integer in \[1, 6\], got 8")):
         with pytest.raises(ValueError, match=name): first_token_task(**kw)
-    with pytest.raises(ValueError, match="kind"): sequence_classifier(11, kind="Transformer")
+    with pytest.raises(ValueError, match="kind must be one of 'rnn', 'lstm', 'gru'"):
+        sequence_classifier(11, kind="LSTM")
+    for kind, layer in (("rnn", L.SimpleRNN), ("lstm", L.LSTM), ("gru", L.GRU)):
+        assert type(sequence_classifier(11, kind=kind).layers[1]) is layer
 
 
 def test_mask_makes_padding_invisible():
@@ -186,26 +205,42 @@ def test_save_load_roundtrip_exact(tmp_path):
                               make_layer("rnn", 6), make_layer("lstm", 6), make_layer("gru", 6, return_sequences=False),
                               L.Dense(3)])
     ids = pad_sequences([[1, 2, 3, 4], [5, 6], [7]], max_len=5)[0]
-    path = save_model(model, tmp_path / "sub" / "m.keras")
+    path = save_keras_model(model, tmp_path / "sub" / "m.keras")
     assert path.exists() and [p.name for p in path.parent.iterdir()] == ["m.keras"]  # no temporary file left
-    loaded = load_model(path)
+    loaded = load_keras_model(path)
     assert np.array_equal(model(ids).numpy(), loaded(ids).numpy())
     for a, b in zip(model.get_weights(), loaded.get_weights()): assert np.array_equal(a, b)
-    save_model(loaded, path)  # overwrite in place
-    assert np.array_equal(load_model(path)(ids).numpy(), model(ids).numpy())
+    save_keras_model(loaded, path)  # overwrite in place
+    assert np.array_equal(load_keras_model(path)(ids).numpy(), model(ids).numpy())
 
 
 def test_save_load_errors(tmp_path):
     "Wrong suffix, missing or corrupt files, non-models, and code in the file (safe mode) are refused."
     model = keras.Sequential([keras.Input((3,)), L.Dense(2)])
-    with pytest.raises(ValueError, match="path must end in .keras"): save_model(model, tmp_path / "m.h5")
-    with pytest.raises(ValueError, match="model must be a keras.Model"): save_model(L.Dense(2), tmp_path / "m.keras")
-    with pytest.raises(ValueError, match="does not exist"): load_model(tmp_path / "missing.keras")
-    with pytest.raises(ValueError, match="path must end in .keras"): load_model(tmp_path / "m.txt")
+    with pytest.raises(ValueError, match="path must end in .keras"): save_keras_model(model, tmp_path / "m.h5")
+    with pytest.raises(ValueError, match="model must be a keras.Model"):
+        save_keras_model(L.Dense(2), tmp_path / "m.keras")
+    with pytest.raises(FileNotFoundError, match="no Keras model at"): load_keras_model(tmp_path / "missing.keras")
+    with pytest.raises(ValueError, match="path must end in .keras"): load_keras_model(tmp_path / "m.txt")
     (tmp_path / "half.keras").write_bytes(b"PK\x03\x04 truncated")
-    with pytest.raises(ValueError, match="corrupt"): load_model(tmp_path / "half.keras")
-    save_model(keras.Sequential([keras.Input((3,)), L.Lambda(lambda t: t + 1)]), tmp_path / "code.keras")
-    with pytest.raises(ValueError, match="Lambda"): load_model(tmp_path / "code.keras")
+    with pytest.raises(FormatError, match="not a .keras archive"): load_keras_model(tmp_path / "half.keras")
+    save_keras_model(keras.Sequential([keras.Input((3,)), L.Lambda(lambda t: t + 1)]), tmp_path / "code.keras")
+    with pytest.raises(ValueError, match="Lambda"): load_keras_model(tmp_path / "code.keras")
+    assert not list(tmp_path.glob(".*part*"))  # no temporary file left behind
+
+
+def test_save_keeps_the_old_file_when_keras_fails(tmp_path, monkeypatch):
+    "A save that fails part-way leaves the previous model in place, whole, and no temporary file."
+    model = keras.Sequential([keras.Input((3,)), L.Dense(2)])
+    path = save_keras_model(model, tmp_path / "m.keras")
+    before = path.read_bytes()
+
+    def broken_save(self, filepath, *args, **kwargs):
+        with open(filepath, "wb") as f: f.write(b"PK half an archive")
+        raise OSError("disk full")
+    monkeypatch.setattr(keras.Model, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"): save_keras_model(model, path)
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["m.keras"]
 
 
 def _char_run(seed, batches, H=16):
@@ -215,13 +250,15 @@ def _char_run(seed, batches, H=16):
 
 
 def test_checkpoint_resume_is_exact(tmp_path):
-    "Stop after 3 steps, restore into a fresh model and optimizer: the next losses equal an uninterrupted run's exactly."
+    ("Stop after 3 steps, restore into a fresh model and optimizer: the next losses equal an uninterrupted run's "
+     "exactly.")
     text = "the quick brown fox jumps over the lazy dog. " * 40
     batches = TBPTTBatches(Vocab(text).encode(text), batch_size=4, seq_len=10)
     model, step, state = _char_run(0, batches)
     ref = []
     for k in range(6):
-        loss, _, state = step(*batches[k], state); ref.append(float(loss))
+        loss, _, state = step(*batches[k], state)
+        ref.append(float(loss))
     model, step, state = _char_run(0, batches)
     ckpt = TrainingCheckpoint(tmp_path, model, step.optimizer, state, max_to_keep=2)
     assert ckpt.restore()[0] == 0  # nothing saved yet: start at step 0
@@ -235,7 +272,8 @@ def test_checkpoint_resume_is_exact(tmp_path):
     assert done == 3 and int(step.optimizer.iterations.numpy()) == 3
     resumed = []
     for k in range(done, 6):
-        loss, _, state = step(*batches[k], state); resumed.append(float(loss))
+        loss, _, state = step(*batches[k], state)
+        resumed.append(float(loss))
     assert resumed == ref[3:]
     with pytest.raises(ValueError, match="state must hold 1"): ckpt.save(4, [])
 
@@ -243,10 +281,11 @@ def test_checkpoint_resume_is_exact(tmp_path):
 def test_checkpoint_corrupt(tmp_path):
     "A damaged checkpoint gives a ValueError naming the directory."
     model = keras.Sequential([keras.Input((3,)), L.Dense(2)])
-    opt = keras.optimizers.Adam(); opt.build(model.trainable_variables)
+    opt = keras.optimizers.Adam()
+    opt.build(model.trainable_variables)
     TrainingCheckpoint(tmp_path, model, opt).save(1)
     for p in tmp_path.glob("ckpt-1.data*"): p.write_bytes(b"garbage")
-    with pytest.raises(ValueError, match="cannot be restored"): TrainingCheckpoint(tmp_path, model, opt).restore()
+    with pytest.raises(FormatError, match="cannot be restored"): TrainingCheckpoint(tmp_path, model, opt).restore()
     with pytest.raises(ValueError, match="max_to_keep"): TrainingCheckpoint(tmp_path, model, opt, max_to_keep=0)
 
 
@@ -279,7 +318,8 @@ def test_mirrored_two_logical_cpus(one_device):
 
 
 def test_multiworker_two_processes(one_device):
-    "MultiWorkerMirroredStrategy, two worker processes on 127.0.0.1 with TF_CONFIG: equal losses on both, and one device's to 1e-5."
+    ("MultiWorkerMirroredStrategy, two worker processes on 127.0.0.1 with TF_CONFIG: equal losses on both, and one "
+     "device's to 1e-5.")
     out = run_distributed("multiworker", n=2, timeout=240, steps=4, batch_size=16)
     w0, w1 = out["workers"]
     assert w0["replicas"] == w1["replicas"] == 2

@@ -1,4 +1,5 @@
-"Translation (`rnn_tutorial.apps.translation`): beam search against brute force, greedy, the date pairs, padding and masks, the seq2seq model's shapes and decoding, and bad input."
+("Translation (`rnn_tutorial.apps.translation`): beam search against brute force, greedy, the date pairs, padding and "
+ "masks, the seq2seq model's shapes and decoding, and bad input.")
 import datetime
 import itertools
 import re
@@ -11,9 +12,10 @@ from rnn_tutorial.apps.translation import (DATE_FORMATS, CASES, SOURCE_VOCAB, TA
                                            Translator, date_pairs, encode_pairs, exact_match, greedy_search,
                                            human_date, train_seq2seq)
 from rnn_tutorial.data import Vocab
-from rnn_tutorial.tf_rnn import import_tensorflow, quiet_stderr
+from rnn_tutorial.tf_setup import configure_tensorflow, import_tensorflow, quiet_stderr
 
 tf, keras = import_tensorflow()
+configure_tensorflow()
 
 
 def tiny_decoder(V=3, H=4, seed=0, end_id=None):
@@ -21,7 +23,8 @@ def tiny_decoder(V=3, H=4, seed=0, end_id=None):
     r = np.random.default_rng(seed)
     E, W, U = r.normal(size=(V, H)), r.normal(size=(H, H)), 2 * r.normal(size=(H, V))
     def step(h, toks):
-        h = np.tanh(np.asarray(h) @ W + E[np.asarray(toks)]); z = h @ U
+        h = np.tanh(np.asarray(h) @ W + E[np.asarray(toks)])
+        z = h @ U
         return z - np.logaddexp.reduce(z, axis=1, keepdims=True), h
     return step
 
@@ -36,7 +39,9 @@ def all_sequences(step, h0, prefix, length, V, end_id=None):
         for tok in prefix[:-1]: _, h = step(h, np.array([tok]))
         tok, score = prefix[-1], 0.0
         for s in seq:
-            lp, h = step(h, np.array([tok])); score += lp[0, s]; tok = s
+            lp, h = step(h, np.array([tok]))
+            score += lp[0, s]
+            tok = s
         out[seq] = score
     return out
 
@@ -54,7 +59,8 @@ def test_beam_search_exhaustive_is_brute_force(seed, end_id):
     np.testing.assert_allclose(found[0][1], ranked[0][1], rtol=0, atol=1e-12)
     k = 5
     np.testing.assert_allclose([s for _, s in found[:k]], [s for _, s in ranked[:k]], atol=1e-12)
-    for ids, sc in found: np.testing.assert_allclose(sc, scores[tuple(ids)], atol=1e-12)  # scores are the sequences' own
+    # scores are the sequences' own
+    for ids, sc in found: np.testing.assert_allclose(sc, scores[tuple(ids)], atol=1e-12)
     # any beam: scores sorted, no more than beam_width results, each a real sequence with its true score
     for w in (1, 2, 3, 7):
         res = beam_search(step, h0, [0, 2], beam_width=w, length=L, end_id=end_id)
@@ -85,13 +91,16 @@ def test_beam_search_nested_state_and_end():
     h0 = np.zeros((1, 4))
     res = beam_search(step, {"h": h0, "copy": (h0, [h0])}, [0], beam_width=3, length=5, end_id=0)
     plain = beam_search(inner, h0, [0], beam_width=3, length=5, end_id=0)
-    for (a, sa), (b, sb) in zip(res, plain): np.testing.assert_array_equal(a, b); assert sa == sb
+    for (a, sa), (b, sb) in zip(res, plain):
+        np.testing.assert_array_equal(a, b)
+        assert sa == sb
     for ids, _ in res: assert 0 not in ids[:-1] and len(ids) <= 5
 
 
 def test_search_errors():
     step, h0 = tiny_decoder(), np.zeros((1, 4))
-    for kw, msg in [(dict(beam_width=0), "beam_width"), (dict(beam_width=2.0), "beam_width"), (dict(length=0), "length"),
+    for kw, msg in [(dict(beam_width=0), "beam_width"), (dict(beam_width=2.0), "beam_width"),
+                    (dict(length=0), "length"),
                     (dict(prefix_ids=[]), "prefix_ids"), (dict(prefix_ids=[0.5]), "prefix_ids"),
                     (dict(prefix_ids=[[0]]), "prefix_ids"), (dict(end_id=-1), "end_id")]:
         args = dict(prefix_ids=[0], beam_width=2, length=3) | kw
@@ -106,7 +115,8 @@ def test_search_errors():
 
 def test_human_dates_and_pairs():
     d = datetime.date(2021, 3, 3)
-    assert [human_date(d, f) for f in DATE_FORMATS] == ["3 March 2021", "March 3, 2021", "03/03/21", "Wednesday 3 Mar 2021",
+    assert [human_date(d, f) for f in DATE_FORMATS] == ["3 March 2021", "March 3, 2021", "03/03/21",
+                                                        "Wednesday 3 Mar 2021",
                                                        "2021-3-3", "Wed, Mar 3, 2021", "03.03.2021", "3 Mar 21"]
     assert human_date(d, "d Month yyyy", "upper") == "3 MARCH 2021"
     train, test = date_pairs(300, 200, seed=1)
@@ -140,7 +150,8 @@ def test_encode_pairs_padding_and_masks():
     np.testing.assert_array_equal(d["source_mask"], d["source"] != 0)
     assert SOURCE_VOCAB.decode(d["source"][0][:8]) == "3 Mar 21"
     np.testing.assert_array_equal(d["decoder_in"][:, 1:], d["decoder_out"][:, :-1])
-    assert TARGET_VOCAB.decode(d["decoder_in"][0]) == "\x022021-03-03" and TARGET_VOCAB.decode(d["decoder_out"][0]) == "2021-03-03\x03"
+    assert TARGET_VOCAB.decode(d["decoder_in"][0]) == "\x022021-03-03"
+    assert TARGET_VOCAB.decode(d["decoder_out"][0]) == "2021-03-03\x03"
     assert encode_pairs(pairs, src_len=25)["source"].shape == (2, 25)
     with pytest.raises(ValueError, match="pairs"): encode_pairs([])
     with pytest.raises(ValueError, match=r"pairs\[0\]"): encode_pairs([("3 Mar 21",)])
@@ -161,7 +172,8 @@ def test_attention_masks_padding():
     assert np.all(w.numpy()[0, :, 3:] == 0)
     np.testing.assert_allclose(ctx.numpy(), np.einsum("bts,bsu->btu", w.numpy(), k), atol=1e-5)
     # padding content does not matter
-    k2 = k.copy(); k2[0, 3:] = 100
+    k2 = k.copy()
+    k2[0, 3:] = 100
     np.testing.assert_allclose(att(q, k2, mask)[0].numpy()[0], ctx.numpy()[0], atol=1e-5)
 
 
@@ -185,7 +197,8 @@ def test_seq2seq_shapes_masking_and_decoding(attention):
     # one decoder step at a time gives the teacher-forced logits
     hs, steps = h, []
     for t in range(11):
-        lg, hs, _ = m.decode(enc, mask, hs, d["decoder_in"][:, t:t + 1]); steps.append(lg.numpy()[:, 0])
+        lg, hs, _ = m.decode(enc, mask, hs, d["decoder_in"][:, t:t + 1])
+        steps.append(lg.numpy()[:, 0])
     np.testing.assert_allclose(np.stack(steps, 1), logits.numpy(), atol=1e-5)
     # the translator: greedy (batched) equals beam width 1, and strings come back without the end symbol
     tr = Translator(m)
