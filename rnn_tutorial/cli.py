@@ -28,9 +28,27 @@ from .persist import FormatError, atomic_write, read_json, read_npz, write_json,
 
 # %% auto #0
 __all__ = ['PROG', 'EXIT_USAGE', 'EXIT_SIGINT', 'EXIT_SIGTERM', 'MODEL_DIR_FORMAT', 'MODEL_DIR_VERSION', 'CELLS', 'DEMO_MINUTES',
-           'CLIError', 'Progress', 'read_config', 'load_model_dir', 'make_trainer', 'settings', 'plot_loss',
-           'train_run', 'beam_continuation', 'cmd_train', 'cmd_demo', 'cmd_generate', 'cmd_evaluate', 'cmd_info',
-           'cmd_bench', 'build_parser', 'main']
+           'beam_continuation', 'CLIError', 'Progress', 'read_config', 'load_model_dir', 'make_trainer', 'settings',
+           'plot_loss', 'train_run', 'cmd_train', 'cmd_demo', 'cmd_generate', 'cmd_evaluate', 'cmd_info', 'cmd_bench',
+           'build_parser', 'main']
+
+# %% ../nbs/21_cli.ipynb #0475ca65
+def beam_continuation(
+    model:nt.CharRNN, # the model
+    vocab:Vocab, # its vocabulary
+    prime:str, # the text to continue, at least one character
+    length:int, # characters to generate
+    beam:int=5, # how many continuations to keep at each step
+) -> tuple: # (the most likely continuation, its log-probability in nats)
+    "The most likely `length` characters after `prime` found by chapter 7's beam search of width `beam`"
+    if length == 0: return "", 0.0
+    (ids, score), *_ = beam_search(nt.numpy_step(model), None, vocab.encode(prime), beam, length)
+    return vocab.decode(np.array(ids, np.int32)), score
+
+def _sample_chars(model:nt.CharRNN, vocab:Vocab, prime:str, length:int, temperature:float, top_k:int|None, seed:int):
+    "The characters of `numpy_train.sample_stream` over the model, one at a time, as they are drawn"
+    for i in nt.sample_stream(nt.numpy_step(model), None, vocab.encode(prime), length, temperature, top_k, seed):
+        yield vocab.decode(np.array([i], np.int32))
 
 # %% ../nbs/21_cli.ipynb #1c9d05a8
 PROG = "rnn-tutorial"
@@ -73,7 +91,9 @@ def _float_above(minimum:float, strict:bool=True):
 # %% ../nbs/21_cli.ipynb #7b9b0b2c
 def _hms(seconds:float) -> str:
     "Seconds as h:mm:ss or m:ss"
-    s = int(round(seconds)); h, s = divmod(s, 3600); m, s = divmod(s, 60)
+    s = int(round(seconds))
+    h, s = divmod(s, 3600)
+    m, s = divmod(s, 60)
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 class Progress:
@@ -89,7 +109,8 @@ class Progress:
         self.stream = sys.stderr if stream is None else stream
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
         self.t0 = self.t_shown = time.monotonic()
-        self.t_first = self.step_first = None  # rates are measured from the end of the first step (which traces, compiles, warms up)
+        # rates are measured from the end of the first step (which traces, compiles, warms up)
+        self.t_first = self.step_first = None
         self.tokens, self.tokens_mark, self.t_mark, self.rate, self.width = 0, 0, None, None, 0
 
     def text(self, step:int, loss:float) -> str:
@@ -103,36 +124,43 @@ class Progress:
         if self.total:
             n = int(20 * step / self.total)
             bar = f" [{'#' * n}{'.' * (20 - n)}]"
-        return (f"step {step}{f'/{self.total}' if self.total else ''}{bar} loss {loss:.3f} ({nt.bits(loss):.2f} bits/char) "
+        return (f"step {step}{f'/{self.total}' if self.total else ''}{bar} "
+                f"loss {loss:.3f} ({nt.bits(loss):.2f} bits/char) "
                 f"{'?' if self.rate is None else f'{self.rate:,.0f}'} tok/s ETA {_hms(min(left)) if left else '?'}")
 
     def update(self, step:int, loss:float, tokens:int):
         "Record one step of `tokens` tokens; redraw or print a line when due"
         now = time.monotonic()
         self.tokens += tokens
-        if self.t_first is None: self.t_first, self.step_first, self.t_mark, self.tokens_mark = now, step, now, self.tokens
-        elif now - self.t_mark >= 1.0 or (self.rate is None and step == self.total):  # tokens/s over the last second or so
+        if self.t_first is None:
+            self.t_first, self.step_first, self.t_mark, self.tokens_mark = now, step, now, self.tokens
+        elif now - self.t_mark >= 1.0 or (self.rate is None and step == self.total):  # tokens/s over the last second
             self.rate = (self.tokens - self.tokens_mark) / max(now - self.t_mark, 1e-9)
             self.t_mark, self.tokens_mark = now, self.tokens
         last = step == self.total
         if self.tty:
             if now - self.t_shown >= 0.1 or last:
                 line = self.text(step, loss)
-                self.stream.write("\r" + line.ljust(self.width)); self.stream.flush()
+                self.stream.write("\r" + line.ljust(self.width))
+                self.stream.flush()
                 self.width, self.t_shown = len(line), now
         elif step == self.start + 1 or now - self.t_shown >= self.every or last:
-            self.stream.write(self.text(step, loss) + "\n"); self.stream.flush()
+            self.stream.write(self.text(step, loss) + "\n")
+            self.stream.flush()
             self.t_shown = now
 
     def line(self, message:str):
         "Write `message` on a line of its own (below the bar on a terminal)"
         if self.tty and self.width: self.stream.write("\r" + " " * self.width + "\r")
-        self.stream.write(message + "\n"); self.stream.flush()
+        self.stream.write(message + "\n")
+        self.stream.flush()
         self.width = 0
 
     def close(self):
         "End the bar's line"
-        if self.tty and self.width: self.stream.write("\n"); self.stream.flush()
+        if self.tty and self.width:
+            self.stream.write("\n")
+            self.stream.flush()
         self.width = 0
 
 # %% ../nbs/21_cli.ipynb #edcb1847
@@ -151,14 +179,20 @@ def read_config(
     "The `config.json` of a model directory, checked for format and version"
     path = Path(path)
     if not path.exists(): raise FileNotFoundError(f"no such directory: {path}")
-    if not path.is_dir(): raise FormatError(f"{path} is not a directory: expected a model directory made by `rnn-tutorial train` or `demo`")
+    if not path.is_dir():
+        raise FormatError(f"{path} is not a directory: "
+                          "expected a model directory made by `rnn-tutorial train` or `demo`")
     if not (path / "config.json").is_file():
-        raise FormatError(f"{path} is not a model directory: it has no config.json (expected the --out directory of `rnn-tutorial train` or `demo`)")
+        raise FormatError(f"{path} is not a model directory: it has no config.json "
+                          "(expected the --out directory of `rnn-tutorial train` or `demo`)")
     cfg = read_json(path / "config.json", "model configuration")
-    if cfg.get("format") != MODEL_DIR_FORMAT: raise FormatError(f"{path}/config.json is not an rnn-tutorial model configuration (format {cfg.get('format')!r})")
+    if cfg.get("format") != MODEL_DIR_FORMAT:
+        raise FormatError(f"{path}/config.json is not an rnn-tutorial model configuration "
+                          f"(format {cfg.get('format')!r})")
     if cfg.get("version") != MODEL_DIR_VERSION:
-        raise FormatError(f"{path} was saved by another version of rnn-tutorial ({cfg.get('package_version')}, model format version "
-                         f"{cfg.get('version')!r}); this is rnn-tutorial {__version__}, which reads version {MODEL_DIR_VERSION}: retrain it")
+        raise FormatError(f"{path} was saved by another version of rnn-tutorial ({cfg.get('package_version')}, "
+                          f"model format version {cfg.get('version')!r}); this is rnn-tutorial {__version__}, "
+                          f"which reads version {MODEL_DIR_VERSION}: retrain it")
     return cfg
 
 def load_model_dir(
@@ -168,18 +202,23 @@ def load_model_dir(
     path = Path(path)
     cfg = read_config(path)
     try: vocab = Vocab.load(path / "vocab.json")
-    except FileNotFoundError: raise FormatError(f"{path} has no vocab.json: the model directory is incomplete") from None
+    except FileNotFoundError:
+        raise FormatError(f"{path} has no vocab.json: the model directory is incomplete") from None
     try:
         cell, units, layers, V, seed = (cfg[k] for k in ("cell", "units", "layers", "vocab_size", "seed"))
-        if cell not in CELLS or len(vocab) != V: raise ValueError(f"cell {cell!r}, vocabulary of {len(vocab)} for vocab_size {V}")
+        if cell not in CELLS or len(vocab) != V:
+            raise ValueError(f"cell {cell!r}, vocabulary of {len(vocab)} for vocab_size {V}")
         model = nt.init_model(V, units, seed, layer=_numpy_layer(cell, units, layers, V, seed))
     except (KeyError, TypeError, ValueError) as e: raise FormatError(f"{path}/config.json is inconsistent: {e}") from e
     wpath = path / "weights.npz"
-    if not wpath.is_file(): raise FormatError(f"{path} has no weights.npz: the model directory is incomplete (was training stopped before its first checkpoint?)")
+    if not wpath.is_file():
+        raise FormatError(f"{path} has no weights.npz: the model directory is incomplete "
+                          "(was training stopped before its first checkpoint?)")
     flat, _ = read_npz(wpath, noun="weights file")
     expected = flatten_tree(model.params)
     if set(flat) != set(expected) or any(flat[k].shape != expected[k].shape for k in expected):
-        raise FormatError(f"{wpath} does not fit the model in config.json ({cell}, {units} units, {layers} layer(s), {V} characters)")
+        raise FormatError(f"{wpath} does not fit the model in config.json "
+                          f"({cell}, {units} units, {layers} layer(s), {V} characters)")
     model.params = unflatten_tree({k: v.astype(expected[k].dtype) for k, v in flat.items()})
     return model, vocab, cfg
 
@@ -204,11 +243,13 @@ def make_trainer(
         from rnn_tutorial.tf_train import TFTrainer, char_model
         model = char_model(V, s["units"], s["cell"], s["layers"], seed=s["seed"])
         return TFTrainer(model, data.train, data.valid, TFAdam(s["lr"]), **args)
-    model = nt.init_model(V, s["units"], s["seed"], layer=_numpy_layer(s["cell"], s["units"], s["layers"], V, s["seed"]))
+    layer = _numpy_layer(s["cell"], s["units"], s["layers"], V, s["seed"])
+    model = nt.init_model(V, s["units"], s["seed"], layer=layer)
     return nt.Trainer(model, data.train, data.valid, nt.Adam(s["lr"]), **args)
 
 # %% ../nbs/21_cli.ipynb #c8877995
-_FLAGS = {"batch_size": "--batch-size", "seq_len": "--seq-len", "eval_every": "--eval-every", "eval_chars": "--eval-chars",
+_FLAGS = {"batch_size": "--batch-size", "seq_len": "--seq-len", "eval_every": "--eval-every",
+          "eval_chars": "--eval-chars",
           "valid_frac": "--valid-frac", "data": "the training text (--text/--corpus)"}
 
 def _flag(key:str) -> str: return _FLAGS.get(key, f"--{key.replace('_', '-')}")
@@ -235,26 +276,33 @@ def settings(
     "Everything that determines a run's numbers, checked: a resumed run must have the same"
     need = batch_size * seq_len + 1
     if need > data.train.size:
-        raise CLIError(f"--batch-size {batch_size} and --seq-len {seq_len} need {need:,} training characters for one batch, "
+        raise CLIError(f"--batch-size {batch_size} and --seq-len {seq_len} need {need:,} training characters "
+                       "for one batch, "
                        f"but the training text has {data.train.size:,}: use smaller values or a longer text")
-    if data.valid.size < 2: raise CLIError(f"the held-out text has {data.valid.size} character(s), at least 2 are needed: use a longer text or a larger --valid-frac")
-    return {"backend": backend, "cell": cell, "units": units, "layers": layers, "seq_len": seq_len, "batch_size": batch_size,
-            "lr": lr, "clip": clip, "seed": seed, "eval_every": eval_every, "eval_chars": min(eval_chars, int(data.valid.size)),
-            "valid_frac": valid_frac, "data": {"name": data.name, "vocab_size": len(data.vocab),
-                                              "train_sha256": nt.ids_fingerprint(data.train), "valid_sha256": nt.ids_fingerprint(data.valid)}}
+    if data.valid.size < 2:
+        raise CLIError(f"the held-out text has {data.valid.size} character(s), at least 2 are needed: "
+                       "use a longer text or a larger --valid-frac")
+    fingerprints = {"train_sha256": nt.ids_fingerprint(data.train), "valid_sha256": nt.ids_fingerprint(data.valid)}
+    return {"backend": backend, "cell": cell, "units": units, "layers": layers, "seq_len": seq_len,
+            "batch_size": batch_size, "lr": lr, "clip": clip, "seed": seed, "eval_every": eval_every,
+            "eval_chars": min(eval_chars, int(data.valid.size)), "valid_frac": valid_frac,
+            "data": {"name": data.name, "vocab_size": len(data.vocab), **fingerprints}}
 
 def _check_out(out:Path, resume:bool, overwrite:bool, s:dict, demo:bool=False):
-    "Refuse an --out that is not a directory, holds another model (unless --overwrite or a demo's), or cannot be resumed"
+    "Refuse an --out that is not a directory, holds another model (unless --overwrite or a demo's) or cannot resume"
     if out.exists() and not out.is_dir(): raise CLIError(f"--out: {out} exists and is not a directory")
     has_model = (out / "config.json").exists()
     if resume:
-        if not (out / "checkpoint.npz").is_file(): raise CLIError(f"--resume: no checkpoint in {out} (expected {out / 'checkpoint.npz'}): run without --resume to start")
+        if not (out / "checkpoint.npz").is_file():
+            raise CLIError(f"--resume: no checkpoint in {out} (expected {out / 'checkpoint.npz'}): "
+                           "run without --resume to start")
         try: saved = read_config(out)["settings"]
         except (OSError, ValueError, KeyError) as e: raise CLIError(f"--resume: {e}") from None
         diff = [k for k in sorted(set(saved) | set(s)) if saved.get(k) != s.get(k)]
         if diff:
             raise CLIError(f"--resume: the checkpoint in {out} was made with different settings: " + "; ".join(
-                "the training text differs" if k == "data" else f"{_flag(k)} is {s.get(k)!r} here, {saved.get(k)!r} in the checkpoint" for k in diff))
+                "the training text differs" if k == "data"
+                else f"{_flag(k)} is {s.get(k)!r} here, {saved.get(k)!r} in the checkpoint" for k in diff))
     elif has_model and not overwrite:
         if demo:
             try: made_by_demo = read_config(out).get("command") == "demo"
@@ -284,7 +332,8 @@ def plot_loss(
     "The loss curve in bits per character, with a running mean, the held-out losses and both baselines"
     from matplotlib.figure import Figure  # no pyplot: no global backend, nothing shown
     from matplotlib.backends.backend_agg import FigureCanvasAgg
-    fig = Figure(figsize=(7, 3.6)); FigureCanvasAgg(fig)
+    fig = Figure(figsize=(7, 3.6))
+    FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     if log["train"]:
         steps, loss = np.array([r[0] for r in log["train"]]), np.array([r[1] for r in log["train"]]) / math.log(2)
@@ -292,12 +341,15 @@ def plot_loss(
         k = min(20, len(loss))
         ax.plot(steps[k - 1:], np.convolve(loss, np.ones(k) / k, "valid"), color="C0", label=f"running mean of {k}")
     if log["valid"]:
-        ax.plot([r[0] for r in log["valid"]], [r[1] / math.log(2) for r in log["valid"]], "o-", color="C1", label="held-out")
+        ax.plot([r[0] for r in log["valid"]], [r[1] / math.log(2) for r in log["valid"]], "o-", color="C1",
+                label="held-out")
     ax.axhline(uniform_bpc, color="gray", ls=":", label=f"uniform ({uniform_bpc:.2f})")
     ax.axhline(unigram_bpc, color="gray", ls="--", label=f"unigram ({unigram_bpc:.2f})")
     ax.set(xlabel="step", ylabel="bits per character", title=title, ylim=(0, uniform_bpc + 0.5))
-    ax.legend(fontsize=8); fig.tight_layout()
-    buf = io.BytesIO(); fig.savefig(buf, format="png", dpi=100)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
     return atomic_write(path, buf.getvalue())
 
 class _Stop:
@@ -336,7 +388,8 @@ def train_run(
         try: run.load_checkpoint(out / "checkpoint.npz")
         except (OSError, ValueError, KeyError) as e: raise CLIError(f"--resume: {e}") from None
     V = len(data.vocab)
-    config = {"format": MODEL_DIR_FORMAT, "version": MODEL_DIR_VERSION, "package_version": __version__, "command": command,
+    config = {"format": MODEL_DIR_FORMAT, "version": MODEL_DIR_VERSION, "package_version": __version__,
+              "command": command,
               "backend": s["backend"], "cell": s["cell"], "units": s["units"], "layers": s["layers"], "vocab_size": V,
               "seed": s["seed"], "vocab": "vocab.json", "weights": "weights.npz", "settings": s}
     out.mkdir(parents=True, exist_ok=True)
@@ -348,13 +401,16 @@ def train_run(
     progress = Progress(steps, None if minutes is None else 60 * minutes, run.step, every=progress_every)
     start_step, t0, n_valid = run.step, time.monotonic(), len(run.log["valid"])
     with _Stop() as stop:
-        while stop.signum is None and (steps is None or run.step < steps) and (minutes is None or time.monotonic() - t0 < 60 * minutes):
+        while (stop.signum is None and (steps is None or run.step < steps)
+               and (minutes is None or time.monotonic() - t0 < 60 * minutes)):
             loss = run.train_step()
             progress.update(run.step, loss, tokens)
             if len(run.log["valid"]) > n_valid:
                 n_valid, (vstep, v) = len(run.log["valid"]), run.log["valid"][-1]
-                progress.line(f"step {vstep}: held-out loss {v:.3f} nats = {nt.bits(v):.3f} bits/char (first {s['eval_chars']:,} held-out characters)")
-            if checkpoint_every and run.step % checkpoint_every == 0 and stop.signum is None: _save_run(run, out, config)
+                progress.line(f"step {vstep}: held-out loss {v:.3f} nats = {nt.bits(v):.3f} bits/char "
+                              f"(first {s['eval_chars']:,} held-out characters)")
+            if checkpoint_every and run.step % checkpoint_every == 0 and stop.signum is None:
+                _save_run(run, out, config)
         progress.close()
         seconds = time.monotonic() - t0
         _save_run(run, out, config)
@@ -371,30 +427,15 @@ def train_run(
                "valid_chars": int(data.valid.size - 1), "valid_loss_nats": valid, "valid_bits_per_char": nt.bits(valid),
                "valid_perplexity": math.exp(valid), "uniform_bits_per_char": uniform, "unigram_bits_per_char": unigram}
     write_json(out / "summary.json", summary)
-    print(f"trained a {s['cell']} ({s['backend']}, {s['layers']} x {s['units']} units) on {data.name} for {run.step} steps "
+    print(f"trained a {s['cell']} ({s['backend']}, {s['layers']} x {s['units']} units) on {data.name} "
+          f"for {run.step} steps "
           f"in {_hms(seconds)} ({speed:,.0f} tokens/s)", file=stdout)
-    print(f"held-out loss: {valid:.3f} nats/char = {nt.bits(valid):.3f} bits/char on {data.valid.size - 1:,} characters "
+    print(f"held-out loss: {valid:.3f} nats/char = {nt.bits(valid):.3f} bits/char "
+          f"on {data.valid.size - 1:,} characters "
           f"(unigram {unigram:.3f}, uniform {uniform:.3f} bits/char)", file=stdout)
-    print(f"saved in {out}/: {', '.join(sorted(p.name for p in out.iterdir() if not p.name.startswith('.')))}", file=stdout)
+    files = sorted(p.name for p in out.iterdir() if not p.name.startswith('.'))
+    print(f"saved in {out}/: {', '.join(files)}", file=stdout)
     return 0
-
-# %% ../nbs/21_cli.ipynb #0475ca65
-def beam_continuation(
-    model:nt.CharRNN, # the model
-    vocab:Vocab, # its vocabulary
-    prime:str, # the text to continue, at least one character
-    length:int, # characters to generate
-    beam:int=5, # how many continuations to keep at each step
-) -> tuple: # (the most likely continuation, its log-probability in nats)
-    "The most likely `length` characters after `prime` found by the beam search of chapter 7 (`apps.generation.beam_search`) of width `beam`"
-    if length == 0: return "", 0.0
-    (ids, score), *_ = beam_search(nt.numpy_step(model), None, vocab.encode(prime), beam, length)
-    return vocab.decode(np.array(ids, np.int32)), score
-
-def _sample_chars(model:nt.CharRNN, vocab:Vocab, prime:str, length:int, temperature:float, top_k:int|None, seed:int):
-    "The characters of `numpy_train.sample_stream` over the model, one at a time, as they are drawn"
-    for i in nt.sample_stream(nt.numpy_step(model), None, vocab.encode(prime), length, temperature, top_k, seed):
-        yield vocab.decode(np.array([i], np.int32))
 
 # %% ../nbs/21_cli.ipynb #bc0c93dc
 def _model_arg(path:str) -> tuple:
@@ -402,9 +443,11 @@ def _model_arg(path:str) -> tuple:
     try: return load_model_dir(path)
     except (OSError, ValueError) as e: raise CLIError(f"--model: {e}") from None
 
-def _train_settings(args, data:nt.CharData, backend:str, layers:int, clip:float, eval_every:int, eval_chars:int) -> dict:
+def _train_settings(args, data:nt.CharData, backend:str, layers:int, clip:float, eval_every:int,
+                    eval_chars:int) -> dict:
     "`settings` from parsed arguments"
-    return settings(data, backend, args.cell, args.units, layers, args.seq_len, args.batch_size, args.lr, clip, args.seed,
+    return settings(data, backend, args.cell, args.units, layers, args.seq_len, args.batch_size, args.lr, clip,
+                    args.seed,
                     eval_every, eval_chars, args.valid_frac)
 
 def cmd_train(args) -> int:
@@ -414,7 +457,8 @@ def cmd_train(args) -> int:
     out = Path(args.out)
     _check_out(out, args.resume, args.overwrite, s)
     steps = 1000 if args.steps is None and args.minutes is None else args.steps
-    return train_run(s, data, out, steps, args.minutes, args.checkpoint_every, args.resume, "train", args.progress_every)
+    return train_run(s, data, out, steps, args.minutes, args.checkpoint_every, args.resume, "train",
+                     args.progress_every)
 
 def cmd_demo(args) -> int:
     "demo: train a small TensorFlow model on the default corpus, report it against the baselines, and sample it"
@@ -448,7 +492,9 @@ def cmd_generate(args) -> int:
     else:
         text = ""
         for ch in _sample_chars(model, vocab, args.prime, args.length, args.temperature, args.top_k, args.seed):
-            sys.stdout.write(ch); sys.stdout.flush(); text += ch
+            sys.stdout.write(ch)
+            sys.stdout.flush()
+            text += ch
     if not (args.prime + text).endswith("\n"): sys.stdout.write("\n")
     sys.stdout.flush()
     return 0
@@ -461,7 +507,8 @@ def cmd_evaluate(args) -> int:
     if p.is_dir(): raise CLIError(f"--text: {args.text} is a directory: expected a text file")
     try: text = read_text(p)
     except ValueError as e: raise CLIError(f"--text: {e}") from None
-    if len(text) < 2: raise CLIError(f"--text: {args.text} has {len(text)} character(s): at least 2 are needed (one prediction)")
+    if len(text) < 2:
+        raise CLIError(f"--text: {args.text} has {len(text)} character(s): at least 2 are needed (one prediction)")
     try: ids = vocab.encode(text)
     except ValueError as e: raise CLIError(f"--text: {e}") from None
     ev = nt.evaluate(model, ids, args.batch_size, args.seq_len)
@@ -481,12 +528,16 @@ def cmd_info(args) -> int:
             "cuda_version": rep["cuda_version"], "cudnn_version": rep["cudnn_version"],
             "cudnn_for_keras_lstm_gru": rep["cudnn_available"], "mixed_precision": pol["precision"] == "mixed_float16",
             "precision": pol["precision"], "xla": pol["jit_compile"], "device": pol["device"], "policy": pol["reason"]}
-    if args.json: print(json.dumps(info, indent=1)); return 0
+    if args.json:
+        print(json.dumps(info, indent=1))
+        return 0
     print(f"rnn-tutorial {info['rnn_tutorial']} | Python {info['python']} | NumPy {info['numpy']} | "
           f"TensorFlow {info['tensorflow']} | Keras {info['keras']}")
     print(f"devices: {info['cpus']} CPU core(s); GPUs: {', '.join(info['gpus']) or 'none'}")
-    print(f"TensorFlow built with CUDA: {info['built_with_cuda']} (CUDA {info['cuda_version']}, cuDNN {info['cudnn_version']})")
-    print(f"cuDNN would be used (Keras's built-in LSTM/GRU on a GPU): {'yes' if info['cudnn_for_keras_lstm_gru'] else 'no'}")
+    print(f"TensorFlow built with CUDA: {info['built_with_cuda']} "
+          f"(CUDA {info['cuda_version']}, cuDNN {info['cudnn_version']})")
+    print("cuDNN would be used (Keras's built-in LSTM/GRU on a GPU): "
+          f"{'yes' if info['cudnn_for_keras_lstm_gru'] else 'no'}")
     print(f"mixed precision would be used: {'yes' if info['mixed_precision'] else 'no'} ({info['policy']}); "
           f"training device {info['device']}, XLA {'on' if info['xla'] else 'off'}")
     return 0
@@ -505,86 +556,111 @@ def _data_options(p):
     g.add_argument("--text", metavar="PATH", help="train on this UTF-8 text file")
     g.add_argument("--corpus", default="language-reference", choices=CORPORA,
                    help="a built-in corpus (tinyshakespeare is downloaded once, checksum verified)")
-    p.add_argument("--valid-frac", type=_float_above(0), default=0.1, help="fraction of the text, from its end, held out")
+    p.add_argument("--valid-frac", type=_float_above(0), default=0.1,
+                   help="fraction of the text, from its end, held out")
 
 def _model_options(p, cell="lstm", units=256, seq_len=100, batch_size=64, lr=2e-3):
     "--cell, --units, --seq-len, --batch-size, --lr, --seed"
     p.add_argument("--cell", choices=CELLS, default=cell, help="recurrent cell")
     p.add_argument("--units", type=_int_at_least(1), default=units, help="hidden units per layer")
-    p.add_argument("--seq-len", type=_int_at_least(1), default=seq_len, help="characters per window (BPTT truncation length)")
+    p.add_argument("--seq-len", type=_int_at_least(1), default=seq_len,
+                   help="characters per window (BPTT truncation length)")
     p.add_argument("--batch-size", type=_int_at_least(1), default=batch_size, help="parallel streams per batch")
     p.add_argument("--lr", type=_float_above(0), default=lr, help="Adam's learning rate")
-    p.add_argument("--seed", type=_int_at_least(0), default=0, help="seed of the weights, the data order and the sample")
+    p.add_argument("--seed", type=_int_at_least(0), default=0,
+                   help="seed of the weights, the data order and the sample")
 
 def build_parser() -> argparse.ArgumentParser:
     "The `rnn-tutorial` argument parser, one subcommand per command"
     fmt = _HelpFormatter
     parser = _Parser(prog=PROG, formatter_class=fmt, description="Character-level RNNs in NumPy and TensorFlow: "
-                     "train on your own text, evaluate, sample. Run `rnn-tutorial COMMAND --help` for a command's options.")
+                     "train on your own text, evaluate, sample. "
+                     "Run `rnn-tutorial COMMAND --help` for a command's options.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=_Parser)
 
-    p = sub.add_parser("demo", formatter_class=fmt, help="train a small model on the built-in corpus for 2 minutes, report and sample it",
-                       description="Train a small character-level LSTM (TensorFlow) on CPython's Language Reference (offline), "
-                       "print its held-out bits per character beside the uniform and unigram baselines and a sample, and save "
+    p = sub.add_parser("demo", formatter_class=fmt,
+                       help="train a small model on the built-in corpus for 2 minutes, report and sample it",
+                       description="Train a small character-level LSTM (TensorFlow) on CPython's Language Reference "
+                       "(offline), print its held-out bits per character beside the uniform and unigram baselines "
+                       "and a sample, and save "
                        "model, vocabulary, log and loss curve in --out.")
-    p.add_argument("--minutes", type=_float_above(0), default=DEMO_MINUTES, help="training time (ignored when only --steps is given)")
+    p.add_argument("--minutes", type=_float_above(0), default=DEMO_MINUTES,
+                   help="training time (ignored when only --steps is given)")
     p.add_argument("--steps", type=_int_at_least(1), help="train for this many steps instead")
     p.add_argument("--out", default="rnn-tutorial-demo", help="output directory (a previous demo's is replaced)")
     _model_options(p, cell="lstm", units=256, seq_len=64, batch_size=32, lr=3e-3)
     p.add_argument("--valid-frac", type=_float_above(0), default=0.1, help="fraction of the corpus held out")
-    p.add_argument("--eval-every", type=_int_at_least(0), default=100, help="steps between held-out evaluations (0: never)")
+    p.add_argument("--eval-every", type=_int_at_least(0), default=100,
+                   help="steps between held-out evaluations (0: never)")
     p.add_argument("--length", type=_int_at_least(0), default=300, help="characters to sample at the end")
     p.add_argument("--temperature", type=_float_above(0, strict=False), default=0.8, help="sampling temperature")
-    p.add_argument("--progress-every", type=_float_above(0, strict=False), default=10.0, help="seconds between progress lines when stderr is not a terminal")
+    p.add_argument("--progress-every", type=_float_above(0, strict=False), default=10.0,
+                   help="seconds between progress lines when stderr is not a terminal")
     p.set_defaults(func=cmd_demo, prog=p.prog)
 
     p = sub.add_parser("train", formatter_class=fmt, help="train a model on a text file or a built-in corpus",
-                       description="Train a character-level RNN with truncated backpropagation through time. Progress goes to "
-                       "stderr; checkpoints are written atomically every --checkpoint-every steps, at the end, and on Ctrl-C "
+                       description="Train a character-level RNN with truncated backpropagation through time. "
+                       "Progress goes to stderr; checkpoints are written atomically every --checkpoint-every steps, "
+                       "at the end, and on Ctrl-C "
                        "(exit 130) or SIGTERM (exit 143); the same command with --resume then continues exactly.")
     _data_options(p)
     p.add_argument("--backend", choices=("numpy", "tf"), default="tf", help="NumPy from scratch, or TensorFlow")
     _model_options(p)
     p.add_argument("--layers", type=_int_at_least(1), default=1, help="stacked recurrent layers")
-    p.add_argument("--steps", type=_int_at_least(1), help="step budget, counting steps before a resume (default: 1000, or none when --minutes is given)")
-    p.add_argument("--minutes", type=_float_above(0), help="time budget of this invocation; training stops at whichever budget comes first")
-    p.add_argument("--clip", type=_float_above(0, strict=False), default=5.0, help="clip gradients to this global norm (0: no clipping)")
-    p.add_argument("--eval-every", type=_int_at_least(0), default=100, help="steps between held-out evaluations (0: never)")
-    p.add_argument("--eval-chars", type=_int_at_least(2), default=10_000, help="held-out characters used by those evaluations")
-    p.add_argument("--checkpoint-every", type=_int_at_least(0), default=100, help="steps between checkpoints (0: only at the end)")
+    p.add_argument("--steps", type=_int_at_least(1),
+                   help="step budget, counting steps before a resume (default: 1000, or none when --minutes is given)")
+    p.add_argument("--minutes", type=_float_above(0),
+                   help="time budget of this invocation; training stops at whichever budget comes first")
+    p.add_argument("--clip", type=_float_above(0, strict=False), default=5.0,
+                   help="clip gradients to this global norm (0: no clipping)")
+    p.add_argument("--eval-every", type=_int_at_least(0), default=100,
+                   help="steps between held-out evaluations (0: never)")
+    p.add_argument("--eval-chars", type=_int_at_least(2), default=10_000,
+                   help="held-out characters used by those evaluations")
+    p.add_argument("--checkpoint-every", type=_int_at_least(0), default=100,
+                   help="steps between checkpoints (0: only at the end)")
     p.add_argument("--out", default="rnn-tutorial-model", help="model directory")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint (same settings needed)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its checkpoint (same settings needed)")
     p.add_argument("--overwrite", action="store_true", help="replace a model already in --out")
-    p.add_argument("--progress-every", type=_float_above(0, strict=False), default=10.0, help="seconds between progress lines when stderr is not a terminal")
+    p.add_argument("--progress-every", type=_float_above(0, strict=False), default=10.0,
+                   help="seconds between progress lines when stderr is not a terminal")
     p.set_defaults(func=cmd_train, prog=p.prog)
 
     p = sub.add_parser("generate", formatter_class=fmt, help="sample text from a saved model",
-                       description="Continue --prime with text from a saved model, streamed to stdout: sampled, or with --beam the most likely continuation.")
+                       description="Continue --prime with text from a saved model, streamed to stdout: sampled, "
+                       "or with --beam the most likely continuation.")
     p.add_argument("--model", required=True, metavar="DIR", help="a model directory made by train or demo")
     p.add_argument("--prime", default="\n", help="text to start from")
     p.add_argument("--length", type=_int_at_least(0), default=500, help="characters to generate")
-    p.add_argument("--temperature", type=_float_above(0, strict=False), default=1.0, help="below 1 sharper, above 1 flatter; 0: always the most likely")
+    p.add_argument("--temperature", type=_float_above(0, strict=False), default=1.0,
+                   help="below 1 sharper, above 1 flatter; 0: always the most likely")
     p.add_argument("--top-k", type=_int_at_least(1), help="sample among the k most likely characters only")
-    p.add_argument("--beam", type=_int_at_least(0), default=0, help="beam width: print the most likely continuation (deterministic) instead of sampling; 0: sample")
+    p.add_argument("--beam", type=_int_at_least(0), default=0,
+                   help="beam width: print the most likely continuation (deterministic) instead of sampling; 0: sample")
     p.add_argument("--seed", type=_int_at_least(0), default=0, help="seed of the sampling")
     p.set_defaults(func=cmd_generate, prog=p.prog)
 
     p = sub.add_parser("evaluate", formatter_class=fmt, help="print a saved model's loss on a text file, as JSON",
-                       description="Print JSON with a saved model's mean next-character loss on a text file: nats, bits per character, perplexity.")
+                       description="Print JSON with a saved model's mean next-character loss on a text file: "
+                       "nats, bits per character, perplexity.")
     p.add_argument("--model", required=True, metavar="DIR", help="a model directory made by train or demo")
     p.add_argument("--text", required=True, metavar="PATH", help="a UTF-8 text file")
-    p.add_argument("--batch-size", type=_int_at_least(1), default=32, help="parallel streams (the state is carried along each)")
+    p.add_argument("--batch-size", type=_int_at_least(1), default=32,
+                   help="parallel streams (the state is carried along each)")
     p.add_argument("--seq-len", type=_int_at_least(1), default=100, help="characters per window")
     p.set_defaults(func=cmd_evaluate, prog=p.prog)
 
     p = sub.add_parser("info", formatter_class=fmt, help="versions, devices, cuDNN and mixed precision",
-                       description="Print the versions of the package, Python, NumPy, TensorFlow and Keras, the devices, and "
+                       description="Print the versions of the package, Python, NumPy, TensorFlow and Keras, "
+                       "the devices, and "
                        "whether cuDNN and mixed precision would be used.")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_info, prog=p.prog)
 
-    sub.add_parser("bench", add_help=False, help="the benchmark (rnn_tutorial.bench); its arguments, --help included, are passed on")
+    sub.add_parser("bench", add_help=False,
+                   help="the benchmark (rnn_tutorial.bench); its arguments, --help included, are passed on")
     return parser
 
 def main(
@@ -594,7 +670,8 @@ def main(
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
     parser, prog = build_parser(), PROG
     try:
-        if argv[:1] == ["bench"]: return cmd_bench(argv[1:])  # before parsing: its arguments, --help included, are bench's
+        if argv[:1] == ["bench"]:  # before parsing: its arguments, --help included, are bench's
+            return cmd_bench(argv[1:])
         args = parser.parse_args(argv)
         prog = args.prog
         return args.func(args)

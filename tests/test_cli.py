@@ -1,4 +1,5 @@
-"Tests of the `rnn-tutorial` command: every command run as a subprocess on small data, bad input, interrupted and resumed runs, memory."
+"""Tests of the `rnn-tutorial` command: every command run as a subprocess on small data, bad input, interrupted and
+resumed runs, memory."""
 import json
 import os
 import shutil
@@ -21,7 +22,8 @@ TINY = ["--cell", "lstm", "--units", "32", "--batch-size", "8", "--seq-len", "32
 def run(args, cwd, expect=0, timeout=600):
     "Run the command in a subprocess and check its exit status"
     p = subprocess.run([*CLI, *map(str, args)], cwd=cwd, env=ENV, capture_output=True, text=True, timeout=timeout)
-    assert p.returncode == expect, f"{args}: exit status {p.returncode}, expected {expect}\nstdout: {p.stdout[-2000:]}\nstderr: {p.stderr[-3000:]}"
+    assert p.returncode == expect, (f"{args}: exit status {p.returncode}, expected {expect}\n"
+                                    f"stdout: {p.stdout[-2000:]}\nstderr: {p.stderr[-3000:]}")
     return p
 
 
@@ -60,6 +62,11 @@ def test_help(work, command):
     if command in ("demo", "train", "generate", "evaluate"): assert "(default: " in p.stdout
 
 
+def test_version(work):
+    from rnn_tutorial import __version__
+    assert run(["--version"], work).stdout.strip() == f"rnn-tutorial {__version__}"
+
+
 def test_bench_forwarding(work):
     p = run(["bench", "--help"], work)
     assert "usage:" in p.stdout and "--json" in p.stdout
@@ -67,7 +74,8 @@ def test_bench_forwarding(work):
 
 def test_train_generate_evaluate(work, numpy_model):
     m = numpy_model
-    assert {"config.json", "vocab.json", "weights.npz", "checkpoint.npz", "log.jsonl", "summary.json", "loss.png"} <= {f.name for f in m.iterdir()}
+    files = {"config.json", "vocab.json", "weights.npz", "checkpoint.npz", "log.jsonl", "summary.json", "loss.png"}
+    assert files <= {f.name for f in m.iterdir()}
     cfg = json.loads((m / "config.json").read_text())
     assert (cfg["backend"], cfg["cell"], cfg["units"], cfg["steps_done"]) == ("numpy", "lstm", 32, 60)
     log = [json.loads(line) for line in (m / "log.jsonl").read_text().splitlines()]
@@ -112,12 +120,18 @@ BAD = {  # arguments -> what the one-line message must contain
     "units 0": (["train", "--units", "0"], "--units"),
     "steps 0": (["train", "--steps", "0"], "--steps"),
     "negative lr": (["train", "--lr", "-1"], "--lr"),
-    "batch larger than data": (["train", "--text", "text.txt", "--batch-size", "100000"], "--batch-size 100000 and --seq-len 100 need"),
-    "out holds a model": (["train", "--text", "text.txt", "--backend", "numpy", "--out", "np"], "--out: np already holds a model"),
-    "resume without checkpoint": (["train", "--text", "text.txt", "--backend", "numpy", *TINY, "--out", "fresh", "--resume"], "--resume: no checkpoint"),
-    "resume with other settings": (["train", "--text", "text.txt", "--backend", "numpy", *TINY[:2], "--units", "16", *TINY[4:], "--out", "np", "--resume"],
+    "batch larger than data": (["train", "--text", "text.txt", "--batch-size", "100000"],
+                               "--batch-size 100000 and --seq-len 100 need"),
+    "out holds a model": (["train", "--text", "text.txt", "--backend", "numpy", "--out", "np"],
+                          "--out: np already holds a model"),
+    "resume without checkpoint": (["train", "--text", "text.txt", "--backend", "numpy", *TINY, "--out", "fresh",
+                                   "--resume"],
+                                  "--resume: no checkpoint"),
+    "resume with other settings": (["train", "--text", "text.txt", "--backend", "numpy", *TINY[:2], "--units", "16",
+                                    *TINY[4:], "--out", "np", "--resume"],
                                    "--units is 16 here, 32 in the checkpoint"),
-    "resume on other text": (["train", "--corpus", "language-reference", "--backend", "numpy", *TINY, "--out", "np", "--resume"], "the training text differs"),
+    "resume on other text": (["train", "--corpus", "language-reference", "--backend", "numpy", *TINY, "--out", "np",
+                              "--resume"], "the training text differs"),
     "model dir missing": (["generate", "--model", "nowhere"], "--model: no such directory"),
     "model is a file": (["generate", "--model", "text.txt"], "is not a directory"),
     "not a model dir": (["generate", "--model", "a_dir"], "is not a model directory"),
@@ -143,9 +157,11 @@ def test_bad_input(work, numpy_model, case):
 
 def _interrupt(args, out: Path, cwd: Path, sig=signal.SIGINT) -> subprocess.Popen:
     "Start `train`, wait for its first checkpoint, send `sig`, wait for it to exit"
-    proc = subprocess.Popen([*CLI, *map(str, args), "--out", out.name], cwd=cwd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([*CLI, *map(str, args), "--out", out.name], cwd=cwd, env=ENV, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 300
-    while not (out / "checkpoint.npz").exists() and proc.poll() is None and time.monotonic() < deadline: time.sleep(0.01)
+    while not (out / "checkpoint.npz").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
     proc.send_signal(sig)
     proc.out, proc.err = proc.communicate(timeout=300)
     return proc
@@ -154,7 +170,8 @@ def _interrupt(args, out: Path, cwd: Path, sig=signal.SIGINT) -> subprocess.Pope
 @pytest.mark.parametrize("backend", ["numpy", "tf"])
 def test_interrupted_and_resumed_run_is_identical(work, backend):
     steps = 120
-    args = ["train", "--text", "text.txt", "--backend", backend, "--cell", "lstm", "--units", "48", "--batch-size", "16", "--seq-len", "32",
+    args = ["train", "--text", "text.txt", "--backend", backend, "--cell", "lstm", "--units", "48",
+            "--batch-size", "16", "--seq-len", "32",
             "--steps", steps, "--eval-every", "25", "--checkpoint-every", "10"]
     full, cut = work / f"{backend}-full", work / f"{backend}-cut"
     run([*args, "--out", full.name], work)
@@ -171,7 +188,8 @@ def test_interrupted_and_resumed_run_is_identical(work, backend):
 
 def test_sigterm_saves_and_resume_extends_stacked_lstm(work):
     "SIGTERM exits 143 after a checkpoint; a stacked NumPy LSTM resumed (and extended) matches a straight run"
-    args = ["train", "--text", "text.txt", "--backend", "numpy", "--cell", "lstm", "--layers", "2", "--units", "16", "--batch-size", "8",
+    args = ["train", "--text", "text.txt", "--backend", "numpy", "--cell", "lstm", "--layers", "2", "--units", "16",
+            "--batch-size", "8",
             "--seq-len", "16", "--eval-every", "10", "--checkpoint-every", "5"]
     proc = _interrupt([*args, "--steps", "400"], work / "term", work, signal.SIGTERM)
     assert proc.returncode == 143 and "stopped by SIGTERM" in proc.err, proc.err
@@ -185,7 +203,8 @@ def test_sigterm_saves_and_resume_extends_stacked_lstm(work):
 
 def test_demo_tiny(work):
     p = run(["demo", "--steps", "20", "--units", "32", "--length", "40", "--out", "demo"], work)
-    assert "held-out loss" in p.stdout and "unigram" in p.stdout and "uniform" in p.stdout and "sample (temperature 0.8" in p.stdout
+    assert "held-out loss" in p.stdout and "unigram" in p.stdout and "uniform" in p.stdout
+    assert "sample (temperature 0.8" in p.stdout
     cfg = json.loads((work / "demo" / "config.json").read_text())
     assert (cfg["command"], cfg["backend"], cfg["steps_done"]) == ("demo", "tf", 20)
     assert {"vocab.json", "weights.npz", "log.jsonl", "loss.png"} <= {f.name for f in (work / "demo").iterdir()}
@@ -194,7 +213,9 @@ def test_demo_tiny(work):
 
 def test_info(work):
     info = json.loads(run(["info", "--json"], work).stdout)
-    assert {"rnn_tutorial", "python", "tensorflow", "keras", "gpus", "cudnn_for_keras_lstm_gru", "mixed_precision", "xla"} <= set(info)
+    keys = {"rnn_tutorial", "python", "tensorflow", "keras", "gpus", "cudnn_for_keras_lstm_gru", "mixed_precision",
+            "xla"}
+    assert keys <= set(info)
     if not info["gpus"]: assert info["mixed_precision"] is False and info["device"] == "/CPU:0"
 
 
@@ -203,8 +224,10 @@ def test_memory_default_train(work):
     text = language_reference()
     (work / "big.txt").write_text((text * (1_000_000 // len(text) + 1))[:1_000_000], encoding="utf-8")
     code = ("import resource, subprocess, sys; p = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
-            "print(p.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.stderr.write(p.stderr[-2000:])")
-    p = subprocess.run([sys.executable, "-c", code, *CLI, "train", "--text", "big.txt", "--steps", "3", "--eval-every", "0", "--out", "big"],
+            "print(p.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); "
+            "sys.stderr.write(p.stderr[-2000:])")
+    p = subprocess.run([sys.executable, "-c", code, *CLI, "train", "--text", "big.txt", "--steps", "3",
+                        "--eval-every", "0", "--out", "big"],
                        cwd=work, env=ENV, capture_output=True, text=True, timeout=600)
     rc, peak_kib = map(int, p.stdout.split())
     assert rc == 0, p.stderr
