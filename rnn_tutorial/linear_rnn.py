@@ -25,7 +25,6 @@ from pathlib import Path
 import numpy as np
 
 from .checks import check_array, check_choice, check_int
-from .data import adding_problem
 from .numpy_gated import gru_backward, gru_forward, init_gru_params
 from .numpy_rnn import RecurrentLayer, check_inputs, float_dtype, glorot_uniform, input_grads, \
     input_projection, time_major
@@ -702,35 +701,21 @@ def train_side_by_side(
     for t in trainers.values(): t.log["final_bits_per_char"] = t.evaluate()
     return {name: t.log for name, t in trainers.items()}
 
-def _adding_model(kind, T, units):
-    "A model for the adding problem: one or two stacked minimal RNN layers, the last state, a dense read-out."
-    L = tf_layers()
-    inp = L.keras.Input((T, 2))
-    if kind == "mingru": x = L.MinGRU(units, return_sequences=False)(inp)
-    elif kind == "mingru-2": x = L.MinGRU(units, return_sequences=False)(L.MinGRU(units)(inp))
-    elif kind == "minlstm": x = L.MinLSTM(units, return_sequences=False)(inp)
-    else: raise ValueError(f"unknown adding model {kind!r}")
-    return L.keras.Model(inp, L.keras.layers.Dense(1)(x))
-
 def run_quality(
     out:str|os.PathLike|None=None, # JSON file to write (updated after every run)
     seconds:float=90.0, # training budget of each character model, in CPU seconds
     units:int=128, # width of the minGRU model
     layers:int=3, # its residual blocks
     scan:str="sequential", # its scan in TensorFlow (`tf.scan` measured faster than the associative scan at this size)
-    adding_models:tuple=("mingru", "mingru-2", "minlstm"), # models for the adding problem at T=200
-    adding_T:int=200, # the adding problem's length
-    adding_steps:int=1000, # Adam steps on the adding problem (chapter 04's protocol: 1000)
     command:str="", # the command line, recorded
 )->dict:
-    "Chapter 13's quality runs: minGRU against a GRU of the same size on the default corpus; the adding problem."
+    "Chapter 13's quality run: a minGRU character model against a GRU of the same size, the same CPU-time budget."
     from rnn_tutorial.numpy_train import get_data
-    tf, keras = tf_layers().tf, tf_layers().keras
+    tf = tf_layers().tf
     tf.config.experimental.enable_op_determinism()
     result = {"format": "rnn-tutorial.linear-rnn-quality", "version": 1, "command": command, "versions": _versions(),
-              "config": {"seconds": seconds, "units": units, "layers": layers, "scan": scan, "adding_T": adding_T,
-                         "batch_size": 32, "seq_len": 128, "lr": 2e-3, "clipnorm": 1.0}, "char": {},
-              "adding": {}}
+              "config": {"seconds": seconds, "units": units, "layers": layers, "scan": scan,
+                         "batch_size": 32, "seq_len": 128, "lr": 2e-3, "clipnorm": 1.0}, "char": {}}
     data = get_data()
     V = len(data.vocab)
     m_min = min_char_model(V, units, layers, scan=scan)
@@ -744,26 +729,9 @@ def run_quality(
               f"{log['final_bits_per_char']:.3f} bits/char", flush=True)
     result["char"]["gru"]["units"] = H_gru
     if out is not None: _atomic_json(out, result)
-    steps, batch_size, n_valid, seed = adding_steps, 64, 512, 0  # chapter 04's protocol (results/long_memory.json)
-    X, Y = adding_problem(steps * batch_size, adding_T, seed)
-    Xv, Yv = adding_problem(n_valid, adding_T, seed + 10_000)
-    baseline = float(np.mean((Yv - Y.mean()) ** 2))
-    for kind in adding_models:
-        keras.utils.set_random_seed(seed)
-        net = _adding_model(kind, adding_T, 64)
-        net.compile(keras.optimizers.Adam(1e-3, clipnorm=1.0), "mse")
-        t0, curve = time.perf_counter(), []
-        for s in range(steps):
-            net.train_on_batch(X[s * batch_size:(s + 1) * batch_size], Y[s * batch_size:(s + 1) * batch_size])
-            if (s + 1) % 100 == 0: curve.append([s + 1, float(net.evaluate(Xv, Yv, batch_size=n_valid, verbose=0))])
-        result["adding"][kind] = {"params": int(net.count_params()), "final_loss": curve[-1][1], "baseline": baseline,
-                                  "ratio": curve[-1][1] / baseline, "curve": curve,
-                                  "seconds": round(time.perf_counter() - t0, 1)}
-        print(f"adding T={adding_T} {kind}: loss {curve[-1][1]:.4g} baseline {baseline:.4g}", flush=True)
-        if out is not None: _atomic_json(out, result)
     return result
 
-# %% ../nbs/13_linear_rnn.ipynb #f3e43402
+# %% ../nbs/13_linear_rnn.ipynb #d6f09933
 def main(argv=None):
     "`python -m rnn_tutorial.linear_rnn speed|quality --out FILE`: the long runs of chapter 13 (they need TensorFlow)."
     p = argparse.ArgumentParser(prog="python -m rnn_tutorial.linear_rnn",
@@ -773,7 +741,7 @@ def main(argv=None):
     sp.add_argument("--out", required=True)
     sp.add_argument("--threads", type=int, default=0, help="TensorFlow's threads per op (0: its default)")
     sp.add_argument("--lengths", nargs="+", type=int, default=[256, 1024, 4096, 16384])
-    qp = sub.add_parser("quality", help="minGRU against a GRU of the same size; the adding problem at T=200")
+    qp = sub.add_parser("quality", help="a minGRU character model against a GRU of the same size")
     qp.add_argument("--out", required=True)
     qp.add_argument("--threads", type=int, default=0, help="TensorFlow's threads per op (0: its default)")
     qp.add_argument("--seconds", type=float, default=90.0, help="CPU-time budget of each character model")
