@@ -69,11 +69,11 @@ def test_char_token_classes_agrees_with_tokenize_on_stdlib(name):
 @pytest.mark.parametrize("source, message", [
     ("", "source must contain code"),
     (" \n\t\n", "source must contain code"),
-    ("x = (1,", "source does not tokenize"),
-    ('x = "abc', "source does not tokenize"),
-    ('x = """abc\n', "source does not tokenize"),
-    ("x = $", "source does not tokenize: unexpected '$'"),
-    ("if x:\n    y\n  z\n", "source does not tokenize"),
+    ("x = (1,", "source must be code that Python.s tokenizer accepts"),
+    ('x = "abc', "source must be code that Python.s tokenizer accepts"),
+    ('x = """abc\n', "source must be code that Python.s tokenizer accepts"),
+    ("x = $", "source must be code that Python.s tokenizer accepts, got unexpected '$'"),
+    ("if x:\n    y\n  z\n", "source must be code that Python.s tokenizer accepts"),
 ])
 def test_char_token_classes_errors(source, message):
     with pytest.raises(ValueError, match=message.replace("$", r"\$")): char_token_classes(source)

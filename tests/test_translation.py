@@ -209,7 +209,7 @@ def test_seq2seq_shapes_masking_and_decoding(attention):
     assert len(tr.beam(srcs, beam_width=3)) == 3
     if attention: assert tr.attention(srcs[0], "2021-03-03").shape == (11, 8)
     else:
-        with pytest.raises(ValueError, match="no attention"): tr.attention(srcs[0], "2021-03-03")
+        with pytest.raises(ValueError, match="attention=True"): tr.attention(srcs[0], "2021-03-03")
     with pytest.raises(ValueError, match="sources"): tr.greedy("3 Mar 21")
     with pytest.raises(ValueError, match="beam_width"): tr.beam(srcs, beam_width=0)
 
@@ -234,3 +234,12 @@ def test_exact_match():
     assert exact_match(["a", "b", "c", "d"], ["a", "x", "c", "y"]) == 0.5
     with pytest.raises(ValueError, match="equal length"): exact_match(["a"], ["a", "b"])
     with pytest.raises(ValueError, match="non-empty"): exact_match([], [])
+
+
+def test_train_seq2seq_time_budget_stops_after_one_epoch():
+    "`seconds` goes through forecasting.TimeLimit: a budget already spent stops training after the first epoch"
+    keras.utils.set_random_seed(0)
+    train, _ = date_pairs(64, 1, seed=0)
+    m = Seq2Seq(len(SOURCE_VOCAB), len(TARGET_VOCAB), units=8, embed_dim=4)
+    with quiet_stderr(): hist = train_seq2seq(m, encode_pairs(train), epochs=5, seconds=1e-9)
+    assert len(hist["loss"]) == 1

@@ -125,8 +125,7 @@ def classification_metrics(
     y_pred, # predicted class ids, shape (n,)
     n_classes:int, # number of classes C; ids are 0..C-1
 )->dict: # accuracy, confusion (C, C) with rows true and columns predicted, per-class precision, recall, f1, macro_f1
-    ("Accuracy, the confusion matrix and per-class precision, recall and F1 (0 where undefined: nothing predicted or "
-     "present).")
+    "Accuracy, the confusion matrix, and per-class precision, recall and F1 (0 where undefined)."
     n_classes = check_int("n_classes", n_classes, 2)
     y_true, y_pred = _labels_arg("y_true", y_true, n_classes), _labels_arg("y_pred", y_pred, n_classes)
     if y_true.shape != y_pred.shape:

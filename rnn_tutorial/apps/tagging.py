@@ -33,8 +33,7 @@ def _line_starts(source:str)->list:
 def char_token_classes(
     source:str, # Python source code
 )->np.ndarray: # (len(source),) int8 class ids, indices into `CLASSES`
-    ("Label every character of `source` with the class (`CLASSES`) of the Python token it belongs to, as `tokenize` "
-     "splits it.")
+    "Label every character of `source` with the class (`CLASSES`) of the Python token it belongs to."
     if not isinstance(source, str): raise ValueError(f"source must be a str, got {type(source).__name__}")
     if not source.strip(): raise ValueError("source must contain code, got an empty or blank string")
     starts = _line_starts(source)
@@ -53,13 +52,13 @@ def char_token_classes(
                 if depth == 0: labels[first:off(tok.end)] = 4
             elif depth: continue  # inside an f-string: painted whole at its end
             elif tok.type == tokenize.ERRORTOKEN and not tok.string.isspace():
-                raise ValueError(f"source does not tokenize: unexpected {tok.string!r} at line {tok.start[0]}, column "
-                                 f"{tok.start[1]}")
+                raise ValueError(f"source must be code that Python's tokenizer accepts, got unexpected {tok.string!r} "
+                                 f"at line {tok.start[0]}, column {tok.start[1]}")
             elif tok.type == tokenize.NAME:
                 labels[off(tok.start):off(tok.end)] = 2 if keyword.iskeyword(tok.string) else 1
             elif tok.type in kinds: labels[off(tok.start):off(tok.end)] = kinds[tok.type]
     except (tokenize.TokenError, SyntaxError) as e:  # IndentationError is a SyntaxError
-        raise ValueError(f"source does not tokenize: {e}") from None
+        raise ValueError(f"source must be code that Python's tokenizer accepts, got {e}") from None
     return labels
 
 # %% ../../nbs/09_tagging.ipynb #80c9ed60
@@ -68,8 +67,7 @@ VOCAB_SIZE = 99  # 0 padding, 1 unknown, 2..96 printable ASCII (32..126), 97 new
 def char_ids(
     text:str, # any text
 )->np.ndarray: # (len(text),) int32 ids in 1..VOCAB_SIZE-1
-    ("Map each character of `text` to an id: printable ASCII, newline and tab get their own, anything else is 1 "
-     "(unknown); 0 is never used (padding).")
+    "Map each character of `text` to an id: printable ASCII, newline and tab get their own, anything else is 1."
     if not isinstance(text, str): raise ValueError(f"text must be a str, got {type(text).__name__}")
     codes = np.frombuffer(text.encode("utf-32-le"), np.uint32).astype(np.int64)
     ids = np.where((codes >= 32) & (codes < 127), codes - 30, 1)
@@ -129,15 +127,13 @@ def char_baseline(
     Y, # (N, T) int class ids, aligned with `X`
     vocab_size:int=VOCAB_SIZE, # V; ids must be in 0..V-1
 )->np.ndarray: # (V,) the class to predict for each id: `table[X]` tags a batch
-    ("The most frequent class of each character id in training data (ties: lowest class id); unseen ids get the most "
-     "frequent class overall.")
+    "The most frequent class of each character id in `Y` (ties: the lowest); unseen ids get the commonest class."
     vocab_size = check_int("vocab_size", vocab_size)
     X, Y = np.asarray(X), np.asarray(Y)
     if X.shape != Y.shape or X.ndim != 2:
         raise ValueError(f"X and Y must be 2-D arrays of the same shape, got {X.shape} and {Y.shape}")
-    if X.size and (X.min() < 0
-                   or X.max() >= vocab_size): raise ValueError(f"X must hold ids in 0..{vocab_size - 1}, got values "
-                                                               f"from {X.min()} to {X.max()}")
+    if X.size and (X.min() < 0 or X.max() >= vocab_size):
+        raise ValueError(f"X must hold ids in 0..{vocab_size - 1}, got values from {X.min()} to {X.max()}")
     if Y.size and Y.min() < 0: raise ValueError(f"Y must hold non-negative class ids, got {Y.min()}")
     keep = X > 0
     if not keep.any(): raise ValueError("X must contain at least one non-padding id, got only 0s")
@@ -152,14 +148,12 @@ def char_baseline(
 def char_tagger(
     n_classes:int, # C, classes per position
     vocab_size:int=VOCAB_SIZE, # V, including the padding id 0
-    bidirectional:bool=True,
-                # read the sequence both ways (`Bidirectional`, outputs concatenated), or left to right only
+    bidirectional:bool=True, # read both ways (`Bidirectional`, outputs concatenated), or left to right only
     units:int=32, # H, units of the recurrent layer (of each direction when bidirectional)
     embedding_dim:int=16, # E
     kind:str="gru", # "rnn", "lstm" or "gru" (`numpy_rnn.CELL_GATES`): Keras's built-in layer
 )->keras.Sequential: # (B, T) int ids -> (B, T, C) class probabilities
-    ("Ids -> embedding (id 0 is masked padding) -> (bidirectional) recurrent layer over the whole sequence -> softmax "
-     "over classes at every position.")
+    "Ids -> embedding (0 is masked padding) -> (bidirectional) recurrent layer -> softmax at every position."
     _, keras = import_tensorflow()
     from rnn_tutorial.tf_rnn import make_layer
     n_classes, vocab_size = check_int("n_classes", n_classes, 2), check_int("vocab_size", vocab_size, 2)

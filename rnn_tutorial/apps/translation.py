@@ -9,10 +9,10 @@ __all__ = ['MONTHS', 'WEEKDAYS', 'DATE_FORMATS', 'CASES', 'FIRST_DATE', 'LAST_DA
 
 # %% ../../nbs/10_translation.ipynb #78b9afc9
 import datetime
-import time
 
 import numpy as np
 
+from .forecasting import TimeLimit
 from .generation import beam_search
 from ..checks import check_int
 from ..data import Vocab, pad_sequences
@@ -100,12 +100,10 @@ def encode_pairs(
         if not (isinstance(p, (list, tuple)) and len(p) == 2 and all(isinstance(s, str) and s for s in p)):
             raise ValueError(f"pairs[{i}] must be a pair of non-empty strings, got {p!r}")
     for name, v in (("src_vocab", src_vocab), ("tgt_vocab", tgt_vocab)):
-        if not isinstance(v,
-                          Vocab) or v.chars[0] != PAD: raise ValueError(f"{name} must be a Vocab whose id 0 is "
-                                                                        f"{PAD!r} (padding), got {v!r:.60}")
-    if START not in tgt_vocab or END not in tgt_vocab: raise ValueError(f"tgt_vocab must contain the start {START!r} "
-                                                                        f"and end {END!r} symbols, got "
-                                                                        f"{tgt_vocab!r:.60}")
+        if not isinstance(v, Vocab) or v.chars[0] != PAD:
+            raise ValueError(f"{name} must be a Vocab whose id 0 is {PAD!r} (padding), got {v!r:.60}")
+    if START not in tgt_vocab or END not in tgt_vocab:
+        raise ValueError(f"tgt_vocab must contain the start {START!r} and end {END!r} symbols, got {tgt_vocab!r:.60}")
     src, src_mask = pad_sequences([src_vocab.encode(s) for s, _ in pairs], max_len=src_len, dtype=np.int32)
     start, end = tgt_vocab.encode(START + END)
     tgts = [tgt_vocab.encode(t) for _, t in pairs]
@@ -147,8 +145,8 @@ class Seq2Seq(keras.Model):
                  attention:bool=True, # use Luong attention over the encoder outputs
                  **kwargs):
         super().__init__(**kwargs)
-        self.src_vocab_size, self.tgt_vocab_size = check_int("src_vocab_size", src_vocab_size,
-                                                             2), check_int("tgt_vocab_size", tgt_vocab_size, 2)
+        self.src_vocab_size = check_int("src_vocab_size", src_vocab_size, 2)
+        self.tgt_vocab_size = check_int("tgt_vocab_size", tgt_vocab_size, 2)
         self.units, self.embed_dim = check_int("units", units), check_int("embed_dim", embed_dim)
         if not isinstance(attention, bool): raise ValueError(f"attention must be True or False, got {attention!r}")
         self.use_attention = attention
@@ -193,20 +191,11 @@ class Seq2Seq(keras.Model):
                 "units": self.units, "embed_dim": self.embed_dim, "attention": self.use_attention}
 
 # %% ../../nbs/10_translation.ipynb #5556a735
-class _Budget(keras.callbacks.Callback):
-    "Stop training at the end of the first epoch that ends after `seconds`"
-    def __init__(self, seconds):
-        super().__init__()
-        self.seconds = seconds
-    def on_train_begin(self, logs=None): self.t0 = time.perf_counter()
-    def on_epoch_end(self, epoch, logs=None):
-        if time.perf_counter() - self.t0 > self.seconds: self.model.stop_training = True
-
 def train_seq2seq(
     model:Seq2Seq, # the model to train
     data:dict, # training arrays from `encode_pairs`
     epochs:int=20, # most epochs
-    seconds:float|None=None, # stop after the first epoch that ends after this many seconds; None: no budget
+    seconds:float|None=None, # stop after the first epoch that ends past this many seconds; None: no budget
     batch_size:int=64, # pairs per batch
     learning_rate:float=3e-3, # Adam's learning rate
 ) -> dict: # Keras's history: "loss" and "accuracy" per epoch
@@ -219,7 +208,7 @@ def train_seq2seq(
         raise ValueError(f"seconds must be a positive number or None, got {seconds!r}")
     model.compile(optimizer=keras.optimizers.Adam(learning_rate),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
-    callbacks = [] if seconds is None else [_Budget(seconds)]
+    callbacks = [] if seconds is None else [TimeLimit(seconds)]
     h = model.fit((data["source"], data["decoder_in"]), data["decoder_out"], sample_weight=data.get("target_mask"),
                   batch_size=batch_size, epochs=epochs, shuffle=True, verbose=0, callbacks=callbacks)
     return h.history
@@ -290,9 +279,8 @@ class Translator:
         return tf.nn.log_softmax(logits[:, 0]), h
 
     def _source(self, sources):
-        if isinstance(sources, str) or not isinstance(sources,
-                                                      (list, tuple)) or not sources or not all(isinstance(s, str)
-                                                          and s for s in sources):
+        ok = isinstance(sources, (list, tuple)) and sources and all(isinstance(s, str) and s for s in sources)
+        if not ok:
             raise ValueError(f"sources must be a non-empty list of non-empty strings, got {sources!r:.60}")
         return pad_sequences([self.src_vocab.encode(s) for s in sources], dtype=np.int32)[0]
 
@@ -334,7 +322,8 @@ class Translator:
                   target:str, # the output to explain (e.g. the model's own translation)
                  ) -> np.ndarray: # (len(target) + 1, len(source)) weights; the last row is for the end symbol
         "Attention weights of each output character over the source characters"
-        if not self.model.use_attention: raise ValueError("model has no attention (it was built with attention=False)")
+        if not self.model.use_attention:
+            raise ValueError("model must be built with attention=True to have attention weights, got attention=False")
         d = encode_pairs([(source, target)], self.src_vocab, self.tgt_vocab)
         _, _, w = self.model.decode(*self.model.encode(d["source"]), d["decoder_in"])
         return w.numpy()[0]
