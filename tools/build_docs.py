@@ -11,6 +11,7 @@ site and the links are pointed at it, so maths shows in a site opened straight f
 are copied as well, so the folder is always complete.
 """
 import argparse
+import json
 import re
 import shutil
 import subprocess
@@ -51,6 +52,32 @@ def copy_project(root: Path, work: Path) -> None:
     shutil.copytree(root / "nbs", work / "nbs", symlinks=True, ignore=skip)
     if (root / "rnn_tutorial").is_dir():
         shutil.copytree(root / "rnn_tutorial", work / "rnn_tutorial", ignore=skip)
+
+
+def merge_streams(nbs: Path) -> int:
+    """Join consecutive outputs of one stream (stdout, stderr) in each notebook of `nbs`; return how many were joined.
+
+    A kernel may deliver one `print`'s text in several pieces; the page should show them as one block, as Jupyter
+    does. Only the scratch copy is changed, never the checkout.
+    """
+    joined = 0
+    for path in sorted(nbs.glob("*.ipynb")):
+        nb = json.loads(path.read_text(encoding="utf-8"))
+        for cell in nb["cells"]:
+            merged = []
+            for out in cell.get("outputs", []):
+                last = merged[-1] if merged else None
+                if (out.get("output_type") == "stream" and last is not None and last.get("output_type") == "stream"
+                        and last.get("name") == out.get("name")):
+                    text = lambda o: o["text"] if isinstance(o["text"], str) else "".join(o["text"])
+                    last["text"] = text(last) + text(out)
+                    joined += 1
+                else:
+                    merged.append(out)
+            if "outputs" in cell:
+                cell["outputs"] = merged
+        path.write_text(json.dumps(nb, indent=1, ensure_ascii=False), encoding="utf-8")
+    return joined
 
 
 def render(work: Path) -> Path:
@@ -137,6 +164,7 @@ def build(out: Path, root: Path = ROOT, work: Path | None = None, katex: bool = 
         work.mkdir(parents=True, exist_ok=True)
         log(f"copying the project into {work}")
         copy_project(Path(root), work)
+        merge_streams(work / "nbs")
         log("processing the notebooks (nbdev proc_nbs) and rendering the site (smalldocs); this takes a minute")
         site = render(work)
         copy_figures(work / "nbs", site)
