@@ -199,3 +199,11 @@ def test_mixed_precision_loss_is_float32():
         assert loss.dtype == tf.float32 and np.isfinite(float(loss))
     finally:
         keras.mixed_precision.set_global_policy("float32")
+
+
+def test_loss_scaling_needs_the_inner_optimizer_to_clip():
+    "With a LossScaleOptimizer, clipping belongs to the inner optimizer (after unscaling): clip_norm is refused."
+    opt = keras.optimizers.LossScaleOptimizer(TFAdam(1e-3))
+    with pytest.raises(ValueError, match="clip_norm must be None with a LossScaleOptimizer"):
+        TrainStep(CharModel(5, 4), opt, clip_norm=1.0)
+    TrainStep(CharModel(5, 4), keras.optimizers.LossScaleOptimizer(TFAdam(1e-3, global_clipnorm=1.0)), clip_norm=1.0)
