@@ -325,3 +325,9 @@ def test_multiworker_two_processes(one_device):
     assert w0["replicas"] == w1["replicas"] == 2
     assert w0["losses"] == w1["losses"]
     np.testing.assert_allclose(w0["losses"], one_device, rtol=REL_TOL)
+
+
+def test_to_stateful_needs_a_known_input_shape():
+    "A Sequential model without an Input and never built is named in the 'must ..., got ...' shape."
+    with pytest.raises(ValueError, match="model must start with a keras.Input or be built .*got an unbuilt Sequential"):
+        to_stateful(keras.Sequential([L.LSTM(3, return_sequences=True)]))
