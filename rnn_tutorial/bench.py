@@ -242,7 +242,7 @@ def sweep(
 # %% ../nbs/20_performance.ipynb #18a3e864
 DEFAULTS = {"batch": 64, "seq_len": 100, "units": 256, "vocab": 80, "embedding": 64, "repeats": 7, "warmup": 2}
 QUICK = {"batch": 16, "seq_len": 25, "units": 64, "vocab": 80, "embedding": 64, "repeats": 5, "warmup": 1}
-TARGETS = {  # ratio: (minimum, aim); the issue's targets, reported and never asserted
+TARGETS = {  # ratio: (minimum, aim), recorded in the JSON and never asserted
     **{f"numpy/{k} / keras/{k}": (1.0, 1.5) for k in CELL_GATES},
     **{f"tf/{k} / keras/{k}": (0.8, None) for k in CELL_GATES},
     "numpy/rnn_gflops / gemm_gflops": (0.35, 0.6)}
@@ -369,8 +369,7 @@ def run_benchmark(
 def format_table(
     result:dict, # from `run_benchmark` (or a saved JSON)
 )->str:
-    """The result as a text table: tokens/s and ms per step by cell and implementation, then the ratios between them
-    (the targets stay in the JSON)."""
+    "The result as a text table: tokens/s and ms per step by cell and implementation, then the ratios between them."
     c, tok, ms = result["config"], result["tokens_per_s"], result.get("ms_per_step", {})
     lines = [f"B={c['batch']} T={c['seq_len']} H={c['units']} V={c['vocab']} (Keras embedding {c['embedding']}), "
              f"{c['dtype']}, "
@@ -403,8 +402,7 @@ def make_parser()->argparse.ArgumentParser:
         prog="rnn-tutorial bench",
         description="Time one training step (forward, backward, Adam update) of the NumPy, custom TensorFlow (with and "
                     "without XLA) and built-in Keras RNN, LSTM and GRU at the same sizes, in one process; print tokens "
-                    "per second, the float32 GEMM rate and their ratios (with --json, also each ratio against the "
-                    "project's targets).")
+                    "per second, the float32 GEMM rate and their ratios.")
     p.add_argument("--batch", type=_positive, help=f"B, sequences per batch (default {DEFAULTS['batch']}, --quick "
                                                    f"{QUICK['batch']})")
     p.add_argument("--seq-len", type=_positive, help=f"T, steps per sequence (default {DEFAULTS['seq_len']}, --quick "
