@@ -243,3 +243,11 @@ def test_train_seq2seq_time_budget_stops_after_one_epoch():
     m = Seq2Seq(len(SOURCE_VOCAB), len(TARGET_VOCAB), units=8, embed_dim=4)
     with quiet_stderr(): hist = train_seq2seq(m, encode_pairs(train), epochs=5, seconds=1e-9)
     assert len(hist["loss"]) == 1
+
+
+def test_configs_rebuild_the_layers():
+    "`get_config` holds the settings: `from_config` rebuilds the same Seq2Seq and LuongAttention"
+    m = Seq2Seq(10, 5, units=8, embed_dim=4, attention=False)
+    m2 = Seq2Seq.from_config(m.get_config())
+    assert (m2.src_vocab_size, m2.tgt_vocab_size, m2.units, m2.embed_dim, m2.use_attention) == (10, 5, 8, 4, False)
+    assert LuongAttention.from_config(LuongAttention(6).get_config()).units == 6
