@@ -105,7 +105,7 @@ def read_npz(
     try:
         with np.load(path, allow_pickle=False) as f: arrays = {k: f[k] for k in f.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-        raise FormatError(f"{path} is not a valid {noun} (damaged or not an .npz file): {e}") from e
+        raise FormatError(f"{path} is not a valid {noun} (damaged or not an .npz file)") from e
     if fmt is None: return arrays, None
     raw = arrays.pop("meta.json", None)
     try: meta = json.loads(raw.tobytes().decode("utf-8"))
