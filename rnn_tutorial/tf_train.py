@@ -104,11 +104,11 @@ def keras_step(
 ) -> Callable: # `step(state, ids) -> (log_probs (beams, V) float64, new_state list of arrays)`
     "A `step` function over a Keras language model with explicit states: a token per sequence in, log-probabilities out"
     _check_model(model)
-    fn = _STEP_FNS.get(model)
+    fn, ref = _STEP_FNS.get(model), weakref.ref(model)  # the cached function must not keep its model alive
     if fn is None:
         @tf.function(reduce_retracing=True)
         def fn(ids, state):
-            logits, final = model(ids[:, None], initial_state=state)
+            logits, final = ref()(ids[:, None], initial_state=state)
             return tf.nn.log_softmax(tf.cast(logits[:, -1], tf.float32)), final
         _STEP_FNS[model] = fn
     def step(state, ids):
@@ -124,13 +124,13 @@ def keras_window(
 ) -> Callable: # `window(x, y, w, state) -> (summed loss in nats, new state)`, as `evaluate_windows` takes
     "The loss of a Keras character model on one window, summed in float64 over the steps where `w` is 1"
     _check_model(model)
-    fn = _WINDOW_FNS.get(model)
+    fn, ref = _WINDOW_FNS.get(model), weakref.ref(model)  # the cached function must not keep its model alive
     if fn is None:
         ids = tf.TensorSpec([None, None], tf.int32)
         states = [tf.TensorSpec([None, model.units], model.compute_dtype)] * model.n_states
         @tf.function(input_signature=[ids, ids, states])  # one trace per model, whatever the window's shape
         def fn(x, y, state):
-            logits, final = model(x, initial_state=state)
+            logits, final = ref()(x, initial_state=state)
             return tf.nn.sparse_softmax_cross_entropy_with_logits(y, tf.cast(logits, tf.float32)), final
         _WINDOW_FNS[model] = fn
     def window(x, y, w, state):

@@ -144,3 +144,21 @@ def test_numpy_modules_import_without_tensorflow():
             "print(json.dumps('tensorflow' in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert json.loads(out) is False
+
+
+def test_cached_functions_do_not_keep_their_model_alive():
+    "keras_step and keras_window cache one tf.function per model; a model nobody else holds is freed with its cache."
+    import gc
+    import weakref
+
+    from rnn_tutorial import tf_train
+
+    model = tf_copy(numpy_model("gru"), "gru")
+    step, window = keras_step(model), keras_window(model)
+    step(None, IDS[:2])
+    window(IDS[:6].reshape(2, 3), IDS[1:7].reshape(2, 3), np.ones((2, 3)), None)
+    alive = weakref.ref(model)
+    assert alive() in tf_train._STEP_FNS and alive() in tf_train._WINDOW_FNS
+    del model, step, window
+    gc.collect()
+    assert alive() is None, "a cached tf.function keeps its Keras model alive"
