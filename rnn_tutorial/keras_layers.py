@@ -316,7 +316,7 @@ def free_port()->int:
 
 def tf_config(
     workers:list, # "host:port" of every worker, the same list on every machine
-    index:int, # this machine's position in `workers`
+    index:int, # this worker's position in `workers`
 )->str: # JSON for the `TF_CONFIG` environment variable
     "The `TF_CONFIG` a worker of a `MultiWorkerMirroredStrategy` cluster needs."
     if not workers or not all(isinstance(w, str) and ":" in w for w in workers):
