@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from .checks import check_array, check_choice, check_int
+from .persist import write_json
 from .numpy_gated import gru_backward, gru_forward, init_gru_params
 from .numpy_rnn import RecurrentLayer, check_inputs, float_dtype, glorot_uniform, input_grads, \
     input_projection, time_major
@@ -541,7 +542,7 @@ def run_speed(
             print(f"B={B:3d} T={T:6d} H={H:4d} {name:28s} "
                   + ("skipped" if seconds is None else f"{seconds * 1e3:9.2f} ms"), flush=True)
         result["total_seconds"] = round(time.perf_counter() - start, 1)
-        if out is not None: _atomic_json(out, result)
+        if out is not None: write_json(out, result)
     return result
 
 # %% ../nbs/13_linear_rnn.ipynb #9bfde774
@@ -614,14 +615,6 @@ def gru_units_for(
     return min(range(1, 4097), key=lambda H: abs(count(H) - n_params))
 
 # %% ../nbs/13_linear_rnn.ipynb #6d5187ae
-def _atomic_json(path, obj):
-    "Write `obj` as JSON to `path` through a temporary file and a rename."
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1) + "\n")
-    os.replace(tmp, path)
-
 def _versions():
     "Versions of what the results depend on."
     tf, keras = tf_layers().tf, tf_layers().keras
@@ -728,7 +721,7 @@ def run_quality(
         print(f"char {name}: {models[name].count_params():,} params, {log['steps']} steps, "
               f"{log['final_bits_per_char']:.3f} bits/char", flush=True)
     result["char"]["gru"]["units"] = H_gru
-    if out is not None: _atomic_json(out, result)
+    if out is not None: write_json(out, result)
     return result
 
 # %% ../nbs/13_linear_rnn.ipynb #d6f09933
