@@ -11,7 +11,7 @@ from typing import Iterable
 import numpy as np
 
 # %% auto #0
-__all__ = ['check_int', 'check_number', 'check_fraction', 'check_choice', 'check_ids', 'check_array']
+__all__ = ['check_int', 'check_number', 'check_fraction', 'check_seed', 'check_choice', 'check_ids', 'check_array']
 
 # %% ../nbs/90_checks.ipynb #e9ea0701
 def _is_real(value) -> bool:
@@ -50,6 +50,17 @@ def check_fraction(
     if not _is_real(value) or not 0 < value < 1:
         raise ValueError(f"{name} must be a number strictly between 0 and 1, got {value!r}")
     return float(value)
+
+def check_seed(
+    name:str, # the argument's name, used in the message
+    value, # the value passed: None (fresh entropy) or an integer >= 0
+) -> int|None:
+    "Return `value` as an `int` (or None), or raise a `ValueError` naming `name` if it is not a seed NumPy accepts"
+    if value is None:
+        return None
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise ValueError(f"{name} must be None or a non-negative integer, got {value!r}")
+    return int(value)
 
 # %% ../nbs/90_checks.ipynb #75a8e992
 def check_choice(
