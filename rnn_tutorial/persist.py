@@ -12,12 +12,17 @@ import os
 import tempfile
 import threading
 import zipfile
+import zlib
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 
+from .checks import check_array
+
 # %% auto #0
-__all__ = ['FormatError', 'atomic_write', 'write_json', 'read_json', 'npz_bytes', 'write_npz', 'read_npz']
+__all__ = ['FormatError', 'atomic_write', 'write_json', 'read_json', 'npz_bytes', 'write_npz', 'read_npz', 'validate_meta',
+           'validate_arrays']
 
 # %% ../nbs/91_persistence.ipynb #e404fb99
 class FormatError(ValueError):
@@ -98,13 +103,15 @@ def read_npz(
     fmt:str|None=None, # the `format` the metadata must name (None: no metadata expected)
     version:int=1, # the format version this reader knows
     noun:str="file", # what the file is, for messages ("checkpoint", ...)
+    schema:dict|None=None, # if given, the other metadata fields, checked with `validate_meta`
+    optional:Iterable=(), # fields of `schema` that may be missing
 ) -> tuple: # (arrays: dict, meta: dict or None)
     "Arrays and JSON metadata of an `.npz`, never unpickling; `FileNotFoundError` or `FormatError` naming the file"
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f"no {noun} at {path}")
     try:
         with np.load(path, allow_pickle=False) as f: arrays = {k: f[k] for k in f.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError) as e:
         raise FormatError(f"{path} is not a valid {noun} (damaged or not an .npz file)") from e
     if fmt is None: return arrays, None
     raw = arrays.pop("meta.json", None)
@@ -114,7 +121,58 @@ def read_npz(
     if not isinstance(meta, dict) or meta.get("format") != fmt:
         got = meta.get("format") if isinstance(meta, dict) else None
         raise FormatError(f"{path} is not a {noun} (expected format {fmt!r}, got {got!r})")
-    if meta.get("version") != version:
+    if type(meta.get("version")) is not int or meta["version"] != version:
         raise FormatError(f"{path} is a {noun} of format version {meta.get('version')!r}; this rnn-tutorial reads "
                           f"version {version}: make it again with this version")
+    if schema is not None:
+        meta = {"format": fmt, "version": version, **validate_meta({k: v for k, v in meta.items()
+                                                                    if k not in ("format", "version")},
+                                                                   schema, path, noun, optional)}
     return arrays, meta
+
+# %% ../nbs/91_persistence.ipynb #b03145b8
+def _file_error(path, noun:str, message:str) -> FormatError:
+    "A `FormatError` naming the file, with `message` cut to one readable line"
+    message = message if len(message) <= 300 else message[:300] + "…"
+    return FormatError(f"{path} is not a valid {noun}: {message}")
+
+def validate_meta(
+    meta:dict, # metadata read from a file
+    schema:dict, # field -> a type (or tuple of types), or a tuple (check, *args) calling `check(field, value, *args)`
+    path:str|os.PathLike, # the file, for messages
+    noun:str="file", # what the file is, for messages
+    optional:Iterable=(), # fields that may be missing
+) -> dict: # the fields, as the checks returned them
+    "Check `meta` against `schema`: unknown or missing fields and bad values raise a `FormatError` naming file and field"
+    if not isinstance(meta, dict): raise _file_error(path, noun, f"its metadata must be a JSON object, got {meta!r}")
+    unknown = sorted(map(str, set(meta) - set(schema)))
+    if unknown: raise _file_error(path, noun, f"unknown field(s) {', '.join(map(repr, unknown))}")
+    out = {}
+    for key, rule in schema.items():
+        if key not in meta:
+            if key in optional: continue
+            raise _file_error(path, noun, f"field {key!r} is missing")
+        value = meta[key]
+        if isinstance(rule, tuple) and rule and callable(rule[0]) and not isinstance(rule[0], type):
+            try: out[key] = rule[0](key, value, *rule[1:])
+            except ValueError as e: raise _file_error(path, noun, f"field {e}") from None
+        else:
+            types = rule if isinstance(rule, tuple) else (rule,)
+            if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+                raise _file_error(path, noun, f"field {key} must be of type {' or '.join(t.__name__ for t in types)}, "
+                                              f"got {value!r}")
+            out[key] = value
+    return out
+
+def validate_arrays(
+    arrays:dict, # name -> array, as `read_npz` returns them
+    spec:dict, # name -> (shape, kind) as `checks.check_array` takes them ("f": finite floats, "i": integers)
+    path:str|os.PathLike, # the file, for messages
+    noun:str="file", # what the file is, for messages
+) -> dict:
+    "Check every array against `spec`: missing or unknown arrays, wrong shapes, dtypes or non-finite values raise a `FormatError`"
+    unknown, missing = sorted(set(arrays) - set(spec)), sorted(set(spec) - set(arrays))
+    if unknown: raise _file_error(path, noun, f"unknown array(s) {', '.join(map(repr, unknown))}")
+    if missing: raise _file_error(path, noun, f"array(s) {', '.join(map(repr, missing))} missing")
+    try: return {name: check_array(name, arrays[name], *spec[name]) for name in spec}
+    except ValueError as e: raise _file_error(path, noun, f"array {e}") from None
