@@ -143,7 +143,7 @@ def validate_meta(
     noun:str="file", # what the file is, for messages
     optional:Iterable=(), # fields that may be missing
 ) -> dict: # the fields, as the checks returned them
-    "Check `meta` against `schema`: unknown or missing fields and bad values raise a `FormatError` naming file and field"
+    "Check `meta` against `schema`: unknown or missing fields and bad values raise a `FormatError` naming both"
     if not isinstance(meta, dict): raise _file_error(path, noun, f"its metadata must be a JSON object, got {meta!r}")
     unknown = sorted(map(str, set(meta) - set(schema)))
     if unknown: raise _file_error(path, noun, f"unknown field(s) {', '.join(map(repr, unknown))}")
@@ -170,7 +170,7 @@ def validate_arrays(
     path:str|os.PathLike, # the file, for messages
     noun:str="file", # what the file is, for messages
 ) -> dict:
-    "Check every array against `spec`: missing or unknown arrays, wrong shapes, dtypes or non-finite values raise a `FormatError`"
+    "Check arrays against `spec`: missing or unknown arrays, bad shapes, dtypes or values raise a `FormatError`"
     unknown, missing = sorted(set(arrays) - set(spec)), sorted(set(spec) - set(arrays))
     if unknown: raise _file_error(path, noun, f"unknown array(s) {', '.join(map(repr, unknown))}")
     if missing: raise _file_error(path, noun, f"array(s) {', '.join(map(repr, missing))} missing")
