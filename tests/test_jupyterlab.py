@@ -59,6 +59,60 @@ def notebook_metadata(nb_path: Path) -> dict:
     return json.loads(nb_path.read_text(encoding="utf-8")).get("metadata", {})
 
 
+def open_notebook(page, base: str, token: str, nb: Path):
+    "Open `nb` in JupyterLab and wait for its cells and an idle kernel; return (panel, notebook, dialog) locators."
+    from playwright.sync_api import expect
+
+    page.goto(f"{base}/lab/tree/{nb.name}?token={token}", wait_until="domcontentloaded")
+    # The notebook's cells are displayed and its kernel is idle. The execution indicator says "idle" even with no
+    # kernel, so first wait for the toolbar to name a kernel; a dialog (such as "Select Kernel" for a notebook
+    # without kernelspec metadata) fails the test at once.
+    panel = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden)")
+    notebook = panel.locator(".jp-Notebook")
+    dialog = page.locator(".jp-Dialog")
+    expect(notebook.locator(".jp-Cell").first).to_be_visible(timeout=PAGE_TIMEOUT_MS)
+    kernel = panel.locator(".jp-Toolbar-kernelName", has_text=re.compile(r"^(?!\s*No Kernel\s*$).+"))
+    expect(kernel.or_(dialog).first).to_be_visible(timeout=PAGE_TIMEOUT_MS)
+    assert dialog.count() == 0, (
+        f"JupyterLab shows a dialog instead of starting {nb.name}'s kernel: {dialog.all_inner_texts()}"
+        + (" (the notebook has no kernelspec metadata)" if "kernelspec" not in notebook_metadata(nb) else "")
+    )
+    indicator = panel.locator(".jp-Notebook-ExecutionIndicator")
+    expect(indicator).to_have_attribute("data-status", "idle", timeout=PAGE_TIMEOUT_MS)
+    return panel, notebook, dialog
+
+
+def run_typed_cell(page, notebook, code: str):
+    """Insert a code cell below the notebook's title, type `code` into it, run it (Shift+Enter); return the cell.
+
+    Select the title's cell, insert a code cell below it (Escape, b), type into it and press Shift+Enter. One line
+    is typed key by key; several are inserted as typed text, so the editor's automatic indentation and closing
+    brackets do not change them. The cell is found by its source, not by counting cells: JupyterLab attaches a long
+    notebook's cells to the page a few at a time.
+    """
+    from playwright.sync_api import expect
+
+    heading = notebook.locator(".jp-RenderedMarkdown h1").first
+    heading.click(position={"x": 2, "y": 2})
+    page.keyboard.press("Escape")
+    page.keyboard.press("b")
+    new = notebook.locator(".jp-CodeCell.jp-mod-active")
+    expect(new).to_have_count(1, timeout=STEP_TIMEOUT_MS)
+    expect(new.locator(".jp-InputArea-editor")).to_have_text("", timeout=STEP_TIMEOUT_MS)
+    page.keyboard.press("Enter")
+    expect(new.locator(".cm-editor.cm-focused")).to_be_visible(timeout=STEP_TIMEOUT_MS)
+    if "\n" in code:
+        page.keyboard.insert_text(code)
+    else:
+        page.keyboard.type(code)
+    source = code.replace("\n", "")  # the editor's text content joins its lines
+    expect(new.locator(".jp-InputArea-editor")).to_have_text(source, timeout=STEP_TIMEOUT_MS)
+    page.keyboard.press("Shift+Enter")
+    return notebook.locator(
+        ".jp-CodeCell", has=page.locator(".jp-InputArea-editor", has_text=re.compile("^" + re.escape(source) + "$"))
+    ).first
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -171,47 +225,15 @@ def test_chapter_opens_and_runs_in_jupyterlab(browser_path, lab):
         page_errors = []
         page.on("pageerror", lambda e: page_errors.append(str(e)))
         try:
-            page.goto(f"{base}/lab/tree/{nb.name}?token={token}", wait_until="domcontentloaded")
-
-            # The notebook's cells are displayed and its kernel is idle. The execution indicator says
-            # "idle" even with no kernel, so first wait for the toolbar to name a kernel; a dialog (such
-            # as "Select Kernel" for a notebook without kernelspec metadata) fails the test at once.
-            panel = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden)")
-            notebook = panel.locator(".jp-Notebook")
-            cells = notebook.locator(".jp-Cell")
-            dialog = page.locator(".jp-Dialog")
-            expect(cells.first).to_be_visible(timeout=PAGE_TIMEOUT_MS)
-            kernel = panel.locator(".jp-Toolbar-kernelName", has_text=re.compile(r"^(?!\s*No Kernel\s*$).+"))
-            expect(kernel.or_(dialog).first).to_be_visible(timeout=PAGE_TIMEOUT_MS)
-            assert dialog.count() == 0, (
-                f"JupyterLab shows a dialog instead of starting {nb.name}'s kernel: {dialog.all_inner_texts()}"
-                + (" (the notebook has no kernelspec metadata)" if "kernelspec" not in notebook_metadata(nb) else "")
-            )
-            indicator = panel.locator(".jp-Notebook-ExecutionIndicator")
-            expect(indicator).to_have_attribute("data-status", "idle", timeout=PAGE_TIMEOUT_MS)
+            panel, notebook, dialog = open_notebook(page, base, token, nb)
 
             # The chapter's title is on the page.
             heading = notebook.locator(".jp-RenderedMarkdown h1").first
             expect(heading).to_be_visible(timeout=STEP_TIMEOUT_MS)
             expect(heading).to_contain_text(title, timeout=STEP_TIMEOUT_MS)
 
-            # Run a code cell from the browser: select the title's cell, insert a code cell below it (Escape,
-            # b), type into it and press Shift+Enter. The new cell is found by its source, not by counting
-            # cells: JupyterLab attaches a long notebook's cells to the page a few at a time.
-            heading.click(position={"x": 2, "y": 2})
-            page.keyboard.press("Escape")
-            page.keyboard.press("b")
-            new = notebook.locator(".jp-CodeCell.jp-mod-active")
-            expect(new).to_have_count(1, timeout=STEP_TIMEOUT_MS)
-            expect(new.locator(".jp-InputArea-editor")).to_have_text("", timeout=STEP_TIMEOUT_MS)
-            page.keyboard.press("Enter")
-            expect(new.locator(".cm-editor.cm-focused")).to_be_visible(timeout=STEP_TIMEOUT_MS)
-            page.keyboard.type("print(6 * 7)")
-            expect(new.locator(".jp-InputArea-editor")).to_have_text("print(6 * 7)", timeout=STEP_TIMEOUT_MS)
-            page.keyboard.press("Shift+Enter")
-            ran = notebook.locator(
-                ".jp-CodeCell", has=page.locator(".jp-InputArea-editor", has_text=re.compile(r"^print\(6 \* 7\)$"))
-            ).first
+            # Run a code cell typed in the browser, below the title, and see its output.
+            ran = run_typed_cell(page, notebook, "print(6 * 7)")
             output = ran.locator(".jp-OutputArea-output")
             expect(output.first).to_have_text(re.compile(r"^\s*42\s*$"), timeout=OUTPUT_TIMEOUT_MS)
             expect(ran.locator(".jp-InputPrompt")).to_have_text(re.compile(r"\[\d+\]"), timeout=STEP_TIMEOUT_MS)
@@ -248,6 +270,69 @@ def test_figures_show_in_jupyterlab(browser_path, lab):
             page.wait_for_function("img => img.complete", arg=image.element_handle(), timeout=STEP_TIMEOUT_MS)
             width = image.evaluate("img => img.naturalWidth")
             assert width > 0, f"figures/rnn_unrolled.svg did not load in JupyterLab (naturalWidth {width})"
+        except BaseException:
+            print(f"--- jupyter lab log (tail) ---\n{log_tail(log)}")
+            raise
+        finally:
+            page.screenshot(path=str(shot))
+
+
+# The sampling knobs of chapter 07 over a tiny model: a random bigram table over nine characters. Running the
+# chapter's own cells would train its GRU for about two minutes first; the widget is the same function
+# (`sampling_knobs`, which the chapter displays) with tiny inputs, so the test stays well under a minute.
+KNOBS_CELL = """\
+from rnn_tutorial.apps.generation import sampling_knobs
+import numpy as np
+from rnn_tutorial.data import Vocab
+vocab = Vocab("abcdefgh ")
+W = np.random.default_rng(0).normal(0, 2, (len(vocab), len(vocab)))
+step = lambda state, ids: (W[ids] - np.logaddexp.reduce(W[ids], axis=1, keepdims=True), state)
+display(sampling_knobs(step, vocab, "a ", temperature=0.7, length=60))"""
+
+
+def test_sampling_knobs_in_jupyterlab(browser_path, lab):
+    "Chapter 07's temperature slider, moved in the browser, redraws the distribution and the sample."
+    from playwright.sync_api import expect
+
+    base, token, root, log = lab
+    nb = next(iter(sorted(root.glob("07_*.ipynb"))))
+    shot = SCREENSHOTS / f"jupyterlab-{nb.stem}-knobs.png"
+    shot.parent.mkdir(parents=True, exist_ok=True)
+    with chromium(browser_path) as browser:
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.set_default_timeout(STEP_TIMEOUT_MS)
+        page.set_default_navigation_timeout(PAGE_TIMEOUT_MS)
+        page_errors = []
+        page.on("pageerror", lambda e: page_errors.append(str(e)))
+        try:
+            panel, notebook, dialog = open_notebook(page, base, token, nb)
+            ran = run_typed_cell(page, notebook, KNOBS_CELL)
+
+            # The widget is drawn (by the JupyterLab 4 extension of ipywidgets, no build step): two sliders and
+            # an output with the distribution's plot and the sample's text.
+            sliders = ran.locator(".widget-slider")
+            expect(sliders).to_have_count(2, timeout=OUTPUT_TIMEOUT_MS)
+            temperature = sliders.filter(has_text="temperature")
+            readout = temperature.locator(".widget-readout")
+            expect(readout).to_have_text("0.70")
+            shown = ran.locator(".widget-output")
+            image = shown.locator("img")
+            expect(image).to_have_count(1, timeout=OUTPUT_TIMEOUT_MS)
+            expect(shown).to_contain_text("a ", timeout=OUTPUT_TIMEOUT_MS)
+            text_before, image_before = shown.inner_text(), image.get_attribute("src")
+
+            # Move the slider from the keyboard, as a user can: End takes it to its maximum, 2.
+            temperature.locator(".noUi-handle").focus()
+            page.keyboard.press("End")
+            expect(readout).to_have_text("2.00")
+            expect(shown).not_to_have_text(text_before, timeout=OUTPUT_TIMEOUT_MS)
+            expect(image).to_have_count(1, timeout=OUTPUT_TIMEOUT_MS)
+            assert image.get_attribute("src") != image_before, "the plot was not drawn again"
+            ran.scroll_into_view_if_needed()
+            stderr = ran.locator('.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]')
+            assert stderr.count() == 0, f"the cell wrote to stderr or raised: {ran.inner_text()}"
+            assert dialog.count() == 0, f"dialog shown: {dialog.all_inner_texts()}"
+            assert not page_errors, f"uncaught errors in the page: {page_errors}"
         except BaseException:
             print(f"--- jupyter lab log (tail) ---\n{log_tail(log)}")
             raise
