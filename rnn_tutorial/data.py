@@ -21,7 +21,7 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from .checks import check_choice, check_fraction, check_ids, check_int
+from .checks import check_choice, check_fraction, check_ids, check_int, check_seed
 from .persist import FormatError, atomic_write, read_json
 
 # %% auto #0
@@ -167,27 +167,46 @@ class Vocab:
         return {"format": "rnn-tutorial.vocab", "version": 1, "chars": self.chars, "unknown": self.unknown}
 
     @classmethod
-    def from_dict(cls, d:dict) -> Vocab:
-        "The vocabulary described by `d`, as made by `to_dict`"
-        if not isinstance(d, dict) or d.get("format") != "rnn-tutorial.vocab" or d.get("version") != 1:
+    def from_dict(cls,
+                  d:dict, # as made by `to_dict`
+                  vocab_size:int|None=None, # if given, the number of characters the vocabulary must have
+                 ) -> Vocab:
+        "The vocabulary described by `d`; a `FormatError` naming the field if `d` is not one `to_dict` could make"
+        if not isinstance(d, dict) or d.get("format") != "rnn-tutorial.vocab" or type(d.get("version")) is not int \
+                or d["version"] != 1:
             raise FormatError("not a saved rnn-tutorial vocabulary (expected format 'rnn-tutorial.vocab', version 1)")
-        chars, unknown = d.get("chars"), d.get("unknown")
-        if not isinstance(chars, str) or list(_code_points(chars)) != sorted(set(_code_points(chars))):
+        fields = {"format", "version", "chars", "unknown"}
+        if set(d) != fields:
+            extra, missing = sorted(map(str, set(d) - fields)), sorted(fields - set(d))
+            raise FormatError(f"a saved vocabulary has fields {sorted(fields)}: got unknown {extra}, missing {missing}")
+        chars, unknown = d["chars"], d["unknown"]
+        short = lambda x: repr(x) if len(repr(x)) <= 60 else repr(x)[:60] + "…"
+        if not isinstance(chars, str) or not chars:
+            raise FormatError(f"a saved vocabulary's chars must be a non-empty string, got {short(chars)}")
+        codes = _code_points(chars)
+        if (np.diff(codes.astype(np.int64)) <= 0).any():
             raise FormatError("a saved vocabulary's chars must be a string of distinct characters in code-point order")
-        v = cls(chars, unknown)
-        if v.chars != chars: raise FormatError("a saved vocabulary's unknown symbol must be one of its chars")
-        return v
+        if unknown is not None and not (isinstance(unknown, str) and len(unknown) == 1 and unknown in chars):
+            raise FormatError(f"a saved vocabulary's unknown symbol must be one of its chars or null, "
+                              f"got {short(unknown)}")
+        if vocab_size is not None and len(codes) != check_int("vocab_size", vocab_size):
+            raise FormatError(f"a saved vocabulary's chars must hold vocab_size = {vocab_size} characters, "
+                              f"got {len(codes)}")
+        return cls(chars, unknown)
 
     def save(self, path:str|os.PathLike) -> Path:
         "Save as JSON (ASCII, atomically), to load with `Vocab.load`"
         return atomic_write(path, json.dumps(self.to_dict(), ensure_ascii=True) + "\n")
 
     @classmethod
-    def load(cls, path:str|os.PathLike) -> Vocab:
-        "A vocabulary saved with `Vocab.save`; `FileNotFoundError` if missing, `FormatError` if not a saved vocabulary"
+    def load(cls,
+             path:str|os.PathLike, # a file written by `save`
+             vocab_size:int|None=None, # if given, the number of characters the vocabulary must have (a model's V)
+            ) -> Vocab:
+        "A vocabulary saved with `Vocab.save`; `FileNotFoundError` if missing, `FormatError` naming file and field"
         d = read_json(path, "saved vocabulary")
-        try: return cls.from_dict(d)
-        except ValueError as e: raise FormatError(f"{path}: {e}") from e
+        try: return cls.from_dict(d, vocab_size)
+        except FormatError as e: raise FormatError(f"{path}: {e}") from None
 
 # %% ../nbs/00_data.ipynb #4d22e4b4
 def uniform_bits_per_char(vocab_size:int) -> float:
@@ -292,7 +311,7 @@ def bucket_by_length(
     lengths = check_ids("lengths", lengths)
     if not lengths.size: raise ValueError("lengths is empty: expected at least one sequence length")
     batch_size = check_int("batch_size", batch_size)
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(check_seed("seed", seed))
     perm = rng.permutation(lengths.size)
     order = perm[np.argsort(lengths[perm], kind="stable")]
     batches = [order[i:i + batch_size] for i in range(0, order.size, batch_size)]
@@ -306,7 +325,7 @@ def adding_problem(
 ) -> tuple[np.ndarray, np.ndarray]: # X (n, T, 2) float32 [value, marker]; y (n,) float32
     "The adding problem: the target is the sum of the two marked values, one marked in each half of the sequence"
     n, T = check_int("n", n), check_int("seq_len", seq_len, minimum=2)
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(check_seed("seed", seed))
     values = rng.random((n, T))
     first, second = rng.integers(0, T // 2, n), rng.integers(T // 2, T, n)
     rows = np.arange(n)
@@ -327,7 +346,7 @@ def copy_memory(
     "The copy-memory task: read `length` symbols, wait `delay` steps, then reproduce them after the delimiter"
     n, T = check_int("n", n), check_int("delay", delay)
     n_symbols, length = check_int("n_symbols", n_symbols), check_int("length", length)
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(check_seed("seed", seed))
     symbols = rng.integers(1, n_symbols + 1, (n, length))
     X = np.zeros((n, T + 2 * length), np.int32)
     Y = np.zeros_like(X)
@@ -353,7 +372,7 @@ def parity(
 ) -> tuple[np.ndarray, np.ndarray]: # bits (n, T) int32; parity (n,) int32
     "Random bit sequences and their parity (1 if the number of ones is odd)"
     n, T = check_int("n", n), check_int("seq_len", seq_len)
-    bits = np.random.default_rng(seed).integers(0, 2, (n, T), dtype=np.int32)
+    bits = np.random.default_rng(check_seed("seed", seed)).integers(0, 2, (n, T), dtype=np.int32)
     return bits, bits.sum(1, dtype=np.int32) % 2
 
 # %% ../nbs/00_data.ipynb #5e0abcc1

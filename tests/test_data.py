@@ -716,3 +716,34 @@ def test_ch00_windows_and_series():
     _fail(lambda: windows(np.arange(4.0), 3, 2), contains="needs at least 5")
     _fail(lambda: windows([1.0, np.nan, 2.0], 1), contains="non-finite value at step 1")
     _fail(lambda: load_series("sp500"), contains="name must be one of 'goog', got 'sp500'")
+
+
+def test_vocab_load_refuses_what_to_dict_cannot_make(tmp_path):
+    d = Vocab("abc", unknown="?").to_dict()
+    cases = [({"chars": ""}, "non-empty string"), ({"chars": None}, "non-empty string"),
+             ({"chars": "abb"}, "distinct"), ({"unknown": "z"}, "unknown symbol"), ({"unknown": 3}, "unknown symbol"),
+             ({"version": True}, "not a saved rnn-tutorial vocabulary"), ({"version": 1.0}, "not a saved"),
+             ({"extra": 1}, r"got unknown \['extra'\]")]
+    for change, msg in cases:
+        (tmp_path / "v.json").write_text(json.dumps({**d, **change}))
+        with pytest.raises(persist.FormatError, match=msg):
+            Vocab.load(tmp_path / "v.json")
+    (tmp_path / "v.json").write_text(json.dumps({k: v for k, v in d.items() if k != "unknown"}))
+    with pytest.raises(persist.FormatError, match=r"missing \['unknown'\]"):
+        Vocab.load(tmp_path / "v.json")
+    Vocab("abc", unknown="?").save(tmp_path / "v.json")
+    assert len(Vocab.load(tmp_path / "v.json", vocab_size=4)) == 4
+    with pytest.raises(persist.FormatError, match=r"v.json: .*must hold vocab_size = 5 characters, got 4"):
+        Vocab.load(tmp_path / "v.json", vocab_size=5)
+    with pytest.raises(persist.FormatError, match="distinct"):
+        Vocab.from_dict({**d, "chars": "ba"})
+
+
+def test_seeds_are_checked():
+    calls = (lambda s: adding_problem(2, 4, seed=s), lambda s: copy_memory(2, 3, seed=s),
+             lambda s: parity(2, 3, seed=s), lambda s: bucket_by_length([1, 2], 1, seed=s))
+    for call in calls:
+        call(None)
+        for bad in (-1, 1.5, "3", True):
+            with pytest.raises(ValueError, match="seed must be None or a non-negative integer, got"):
+                call(bad)
