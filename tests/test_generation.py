@@ -290,3 +290,61 @@ def test_width_v_to_the_l_minus_one_is_exhaustive(seed):
     step = numpy_lm(V, seed=seed)
     exact = brute_force(step, [0, 1], V, L)
     np.testing.assert_allclose(beam_search(step, None, [0, 1], V ** (L - 1), L)[0][1], exact[0][1], atol=1e-12)
+
+
+def test_sampling_distribution_is_what_the_sampler_draws_from():
+    "`sampling_distribution` against the frequencies of `sample_stream`'s draws, and its greedy limits."
+    from rnn_tutorial.apps.generation import sampling_distribution
+    logits = np.log(np.array([0.05, 0.4, 0.15, 0.3, 0.1]))
+    step = lambda state, ids: (np.tile(logits, (len(ids), 1)), state)
+    for tau, k in ((1.0, None), (0.5, 3), (2.0, 4)):
+        p = sampling_distribution(logits, tau, k)
+        draws = np.array(list(sample_stream(step, None, [0], 20_000, temperature=tau, top_k=k, seed=5)))
+        np.testing.assert_allclose(np.bincount(draws, minlength=5) / draws.size, p, atol=0.015)
+        assert np.isclose(p.sum(), 1) and (k is None or (p > 0).sum() == k)
+    np.testing.assert_allclose(sampling_distribution(logits), np.exp(logits))
+    for greedy in (sampling_distribution(logits, 0), sampling_distribution(logits, 1.0, 1)):
+        np.testing.assert_array_equal(greedy, np.eye(5)[1])
+    with pytest.raises(ValueError, match="temperature"): sampling_distribution(logits, -1)
+    with pytest.raises(ValueError, match="top_k"): sampling_distribution(logits, 1, 0)
+    with pytest.raises(ValueError, match="log_probs"): sampling_distribution(np.zeros((2, 3)))
+
+
+def test_plot_sampling_and_its_knobs(capsys):
+    "The plot's sample is the sampler's, repeatable; the sliders redraw it; bad knobs are refused."
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from rnn_tutorial.apps.generation import plot_sampling, sampling_knobs
+    vocab = Vocab("abcdefgh ")
+    step = numpy_lm(len(vocab), seed=3)
+    sample = plot_sampling(step, vocab, "a ", temperature=0.7, top_k=4, length=30, seed=2)
+    assert capsys.readouterr().out == "a " + sample + "\n"
+    drawn = sample_stream(step, None, vocab.encode("a "), 30, 0.7, 4, 2)
+    assert sample == vocab.decode(np.array(list(drawn), np.int32))
+    assert plot_sampling(step, vocab, "a ", temperature=0.7, top_k=4, length=30, seed=2) == sample
+    assert plt.get_fignums() == []  # each figure is shown and closed
+    knobs = sampling_knobs(step, vocab, "a ", temperature=0.7, length=30)
+    temperature, top_k = knobs.children[:2]
+    assert (temperature.value, top_k.value, top_k.max) == (0.7, len(vocab), len(vocab))  # top-k at V: no cut
+    assert not temperature.continuous_update and not top_k.continuous_update
+    first = knobs.result
+    assert first == plot_sampling(step, vocab, "a ", 0.7, None, 30, 0)
+    top_k.value = 1  # greedy
+    assert knobs.result == plot_sampling(step, vocab, "a ", 0, None, 30, 0) != first
+    with pytest.raises(ValueError, match="prefix"): plot_sampling(step, vocab, "")
+    with pytest.raises(ValueError, match="n_bars"): plot_sampling(step, vocab, "a", n_bars=0)
+    with pytest.raises(ValueError, match="temperature"): plot_sampling(step, vocab, "a", temperature=-1)
+    with pytest.raises(ValueError, match="temperature"): sampling_knobs(step, vocab, "a", temperature=3)
+    with pytest.raises(ValueError, match="top_k"): sampling_knobs(step, vocab, "a", top_k=len(vocab) + 1)
+
+
+def test_importing_generation_imports_neither_ipywidgets_nor_matplotlib():
+    "The knobs import ipywidgets, and the plots matplotlib, only when called."
+    import subprocess
+    import sys
+    code = ("import sys, rnn_tutorial.apps.generation\n"
+            "heavy = sorted(m for m in ('ipywidgets', 'matplotlib') if m in sys.modules)\n"
+            "assert not heavy, heavy\n")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
