@@ -6,8 +6,9 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _make_figures import (BODY, GATE, GATE_BG, GREY, INK, INPUT, INPUT_BG, LIGHT, OUTPUT, OUTPUT_BG, SMALL,  # noqa: E402
-                           STATE, STATE_BG, Svg)
+from _make_figures import (  # noqa: E402  (the helpers live beside this script)
+    BODY, GATE, GATE_BG, GREY, INK, INPUT, INPUT_BG, LIGHT, OUTPUT, OUTPUT_BG, SMALL, STATE, Svg,
+)
 
 
 def neurons_pipeline():
@@ -31,7 +32,8 @@ def neurons_pipeline():
     # 3. the LSTM's states: N x H
     s.text(400, 40, "3. the LSTM's cell states", BODY, anchor="start", weight="bold")
     gx, gy, n_units = 400, 70, 9
-    shade = [[0.1, 0.2, 0.9, 0.9, 0.2, 0.1, 0.1, 0.1, 0.2, 0.1, 0.1], [0.3, 0.5, 0.4, 0.6, 0.2, 0.5, 0.3, 0.4, 0.6, 0.3, 0.5]]
+    shade = [[0.1, 0.2, 0.9, 0.9, 0.2, 0.1, 0.1, 0.1, 0.2, 0.1, 0.1],
+             [0.3, 0.5, 0.4, 0.6, 0.2, 0.5, 0.3, 0.4, 0.6, 0.3, 0.5]]
     for j in range(n_units):
         for k in range(len(chars)):
             a = shade[0][k] if j == 2 else shade[1][(k + j) % len(chars)] * 0.6
@@ -39,8 +41,8 @@ def neurons_pipeline():
                   f'fill-opacity="{a:.2f}" stroke="white" stroke-width="1"/>')
         s.text(gx - 6, gy + j * 22 + 15, f"unit {j}", SMALL, anchor="end", colour=STATE if j == 2 else GREY)
     s.rect(gx - 2, gy + 2 * 22 - 1, len(chars) * cw + 4, 24, "none", STATE, rx=3, width=2)
-    s.text(gx + len(chars) * cw / 2, gy + n_units * 22 + 20, "one row per unit (H of them), one column per character (N)",
-           SMALL, colour=STATE)
+    s.text(gx + len(chars) * cw / 2, gy + n_units * 22 + 20,
+           "one row per unit (H of them), one column per character (N)", SMALL, colour=STATE)
     # 4. correlation of every unit with every property
     s.text(690, 40, "4. Pearson r of each unit", BODY, anchor="start", weight="bold")
     s.text(690, 62, "with each property", BODY, anchor="start", weight="bold")
@@ -53,9 +55,11 @@ def neurons_pipeline():
     s.line(gx + len(chars) * cw + 10, gy + 2 * 22 + 11, 700, gy + 2 * 22 + 11, GREY, 1.2)
     # 5. selection and confirmation
     s.rect(30, 300, 900, 80, "white", LIGHT, rx=10)
-    s.text(50, 326, "5. pick the best unit (largest |r|) on one held-out slice; measure its r again on another slice,",
+    s.text(50, 326,
+           "5. pick the best unit (largest |r|) on one held-out slice; measure its r again on another slice,",
            BODY, anchor="start", colour=INK)
-    s.text(50, 350, "and beside it the best unit of the same LSTM with random weights, and of the trained one against a",
+    s.text(50, 350,
+           "and beside it the best unit of the same LSTM with random weights, and of the trained one against a",
            BODY, anchor="start", colour=INK)
     s.text(50, 372, "shifted property: a maximum over H units is large by chance, a confirmed r above both is not",
            BODY, anchor="start", colour=INK)
