@@ -14,8 +14,8 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-from .checks import check_array, check_choice, check_int
-from .persist import read_npz, write_npz
+from .checks import check_array, check_choice, check_int, check_seed
+from .persist import FormatError, read_npz, write_npz
 
 # %% ../nbs/01_rnn_numpy.ipynb #00173232
 class Activation(NamedTuple):
@@ -65,13 +65,13 @@ def float_dtype(dtype):
 def init_rnn_params(
     input_dim:int, # D, features per step (or vocabulary size for token ids)
     units:int, # H, size of the hidden state
-    seed:int=0, # seed for `np.random.default_rng`
+    seed:int|None=0, # seed for `np.random.default_rng` (None: fresh entropy)
     dtype="float32", # dtype of every array
 )->dict:
     "Keras-default initial parameters of a vanilla RNN: `kernel` (D, H), `recurrent_kernel` (H, H), `bias` (H,)."
     input_dim, units = check_int("input_dim", input_dim), check_int("units", units)
     dtype = float_dtype(dtype)
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(check_seed("seed", seed))
     return {"kernel": glorot_uniform(rng, input_dim, units, dtype),
             "recurrent_kernel": orthogonal(rng, units, dtype),
             "bias": np.zeros(units, dtype)}
@@ -79,13 +79,13 @@ def init_rnn_params(
 def init_dense_params(
     input_dim:int, # H, size of the input (the hidden state)
     units:int, # V, size of the output
-    seed:int=0, # seed for `np.random.default_rng`
+    seed:int|None=0, # seed for `np.random.default_rng` (None: fresh entropy)
     dtype="float32", # dtype of every array
 )->dict:
     "Keras-default initial parameters of a dense layer: glorot-uniform `kernel` (H, V), zero `bias` (V,)."
     input_dim, units = check_int("input_dim", input_dim), check_int("units", units)
     dtype = float_dtype(dtype)
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(check_seed("seed", seed))
     return {"kernel": glorot_uniform(rng, input_dim, units, dtype), "bias": np.zeros(units, dtype)}
 
 # %% ../nbs/01_rnn_numpy.ipynb #ceaec3cb
@@ -200,7 +200,7 @@ def dense_backward(
 def softmax_cross_entropy(
     logits:np.ndarray, # unnormalised scores (..., V)
     targets:np.ndarray, # integer class ids (...), each in [0, V)
-    mask:np.ndarray|None=None, # optional weights (...): 1 counts a position, 0 ignores it (padding)
+    mask:np.ndarray|None=None, # optional finite weights >= 0 (...): 1 counts a position, 0 ignores it (padding)
 )->tuple: # mean loss in nats (float) and dlogits (..., V)
     "Mean softmax cross-entropy and its gradient, computed stably with log-sum-exp."
     logits = np.asarray(logits)
@@ -211,6 +211,8 @@ def softmax_cross_entropy(
         raise ValueError(f"targets must be class ids in [0, {V}), got values in [{targets.min()}, {targets.max()}]")
     w = np.ones(targets.shape, logits.dtype) if mask is None else check_array("mask", np.asarray(mask, logits.dtype),
                                                                               targets.shape)
+    if (w < 0).any():
+        raise ValueError(f"mask must hold weights >= 0, got a minimum of {w.min()}")
     n = w.sum()
     if not n > 0:
         raise ValueError("mask must select at least one position")
@@ -269,13 +271,17 @@ def flatten_tree(tree, prefix=""):
     return out
 
 def unflatten_tree(flat):
-    "Inverse of `flatten_tree`."
+    "Inverse of `flatten_tree`; a key that is both a leaf and a branch ('a' and 'a/b') is a `ValueError`."
     tree = {}
-    for key, v in flat.items():
+    for key in sorted(flat, key=lambda k: k.count("/"), reverse=True):  # branches first, then leaves
         *outer, last = key.split("/")
         node = tree
-        for k in outer: node = node.setdefault(k, {})
-        node[last] = v
+        for k in outer:
+            node = node.setdefault(k, {})
+            if not isinstance(node, dict): break
+        if not isinstance(node, dict) or last in node:
+            raise ValueError(f"keys must not name both a leaf and a branch, got {key!r} and keys below it")
+        node[last] = flat[key]
     return tree
 
 def gradient_check(
@@ -352,10 +358,10 @@ class SimpleRNN(RecurrentLayer):
                  units:int, # H, size of the hidden state
                  activation:str="tanh", # "tanh", "sigmoid" or "relu"
                  return_sequences:bool=True, # output every state (B, T, H), or only the last (B, H)
-                 seed:int=0, # seed of the initial weights
+                 seed:int|None=0, # seed of the initial weights (None: fresh entropy)
                  dtype="float32", # dtype of the weights, hence of the computation
                 ):
-        units = check_int("units", units)
+        units, seed = check_int("units", units), check_seed("seed", seed)
         get_activation(activation)
         self.units, self.activation, self.return_sequences, self.seed = units, activation, bool(return_sequences), seed
         self.dtype, self.params = float_dtype(dtype), None
@@ -407,6 +413,10 @@ class StackedRNN:
                )->tuple: # the last layer's outputs and the cache for `backward`
         "Run the layers in order, each on the previous layer's outputs."
         h0 = [None] * len(self.layers) if h0 is None else h0
+        if not isinstance(h0, (list, tuple)) or len(h0) != len(self.layers):
+            got = f"{len(h0)} state(s)" if isinstance(h0, (list, tuple)) else type(h0).__name__
+            raise ValueError(f"h0 must be None or a list of one initial state (or None) per layer, "
+                             f"{len(self.layers)} here, got {got}")
         caches = []
         for layer, h in zip(self.layers, h0):
             x, cache = layer.forward(x, h)
@@ -438,9 +448,9 @@ class Bidirectional:
                  layer, # the forward-in-time layer (any layer with the `SimpleRNN` interface)
                  backward_layer=None, # layer for the reversed sequence; default `type(layer)(**config)`, seed + 1
                 ):
-        self.forward_layer = layer
+        self.forward_layer, config = layer, layer.get_config()
         self.backward_layer = backward_layer if backward_layer is not None else \
-            type(layer)(**{**layer.get_config(), "seed": layer.get_config()["seed"] + 1})
+            type(layer)(**{**config, "seed": None if config["seed"] is None else config["seed"] + 1})
 
     def build(self, input_dim:int):
         "Build both layers for inputs with `input_dim` features."
@@ -512,5 +522,11 @@ def load_params(
     path, # a file written by `save_params`
 )->dict: # the (nested) dict of arrays
     """Load parameters saved by `save_params`, never unpickling: `FileNotFoundError` if missing, `FormatError` if
-    damaged."""
-    return unflatten_tree(read_npz(path, noun="parameter file")[0])
+    damaged, not numeric or not finite."""
+    flat = read_npz(path, noun="parameter file")[0]
+    for k, v in flat.items():
+        if v.dtype.kind not in "biuf" or (v.dtype.kind == "f" and not np.isfinite(v).all()):
+            raise FormatError(f"{path} is not a valid parameter file: array {k!r} must be finite numbers, "
+                              f"got dtype {v.dtype}" + (" with NaN or infinite values" if v.dtype.kind == "f" else ""))
+    try: return unflatten_tree(flat)
+    except ValueError as e: raise FormatError(f"{path} is not a valid parameter file: {e}") from None

@@ -8,7 +8,7 @@ from rnn_tutorial import persist
 from rnn_tutorial.numpy_rnn import (
     ACTIVATIONS, CELL_GATES, Bidirectional, SimpleRNN, StackedRNN, dense_backward, dense_forward, get_activation,
     gradient_check, init_dense_params, init_rnn_params, load_params, mse, rnn_backward, rnn_forward,
-    save_params, softmax_cross_entropy,
+    save_params, softmax_cross_entropy, unflatten_tree,
 )
 from rnn_tutorial.persist import FormatError
 
@@ -339,3 +339,52 @@ def test_ch01_save_params_and_bad_arguments(tmp_path):
     test_fail(lambda: SimpleRNN(4).count_params(), contains="not built yet")
     test_fail(lambda: get_activation("softplus"), contains="activation must be one of 'relu', 'sigmoid', 'tanh'")
     test_fail(lambda: init_rnn_params(3, 0), contains="units must be an integer >= 1, got 0")
+
+
+def test_stacked_rnn_wants_one_initial_state_per_layer():
+    net = StackedRNN([SimpleRNN(4, seed=0, dtype="float64"), SimpleRNN(3, seed=1, dtype="float64")]).build(2)
+    x = np.random.default_rng(0).standard_normal((2, 5, 2))
+    out, _ = net.forward(x, [None, None])
+    assert out.shape == (2, 5, 3)
+    for h0, got in (([np.zeros((2, 4))], "got 1 state"), ([None] * 3, "got 3 state"), ((), "got 0 state"),
+                    (np.zeros((2, 4)), "got ndarray")):
+        with pytest.raises(ValueError, match=f"h0 must be None or a list of one initial state .* per layer, 2 here, "
+                                             f"{got}"):
+            net.forward(x, h0)
+
+
+def test_softmax_cross_entropy_mask_weights():
+    logits, targets = np.zeros((3, 4)), np.array([0, 1, 2])
+    loss, _ = softmax_cross_entropy(logits, targets, mask=np.array([2.0, 0.0, 1.0]))
+    assert np.isclose(loss, np.log(4))
+    for mask, msg in (([1.0, -1.0, 1.0], "mask must hold weights >= 0, got a minimum of -1.0"),
+                      ([1.0, np.nan, 1.0], "mask must be finite"), ([np.inf, 1.0, 1.0], "mask must be finite"),
+                      ([0.0, 0.0, 0.0], "mask must select at least one position")):
+        with pytest.raises(ValueError, match=msg):
+            softmax_cross_entropy(logits, targets, mask=np.array(mask))
+
+
+def test_seeds_are_checked_and_none_is_fresh():
+    assert SimpleRNN(3, seed=None).build(2).params["kernel"].shape == (2, 3)
+    assert Bidirectional(SimpleRNN(3, seed=None)).build(2).output_dim == 6
+    for bad in (-1, 1.5, "0", True):
+        with pytest.raises(ValueError, match="seed must be None or a non-negative integer"):
+            SimpleRNN(3, seed=bad)
+        with pytest.raises(ValueError, match="seed must be None or a non-negative integer"):
+            init_rnn_params(2, 3, seed=bad)
+
+
+def test_unflatten_tree_refuses_a_key_that_is_leaf_and_branch():
+    for flat in ({"a": 1, "a/b": 2}, {"a/b": 2, "a": 1}, {"a/b": 1, "a/b/c": 2}):
+        with pytest.raises(ValueError, match="must not name both a leaf and a branch"):
+            unflatten_tree(flat)
+    assert unflatten_tree({"a/b": 1, "a/c": 2, "d": 3}) == {"a": {"b": 1, "c": 2}, "d": 3}
+
+
+def test_load_params_refuses_non_numeric_non_finite_or_clashing_arrays(tmp_path):
+    for name, arrays, msg in (("nan", {"w": np.array([1.0, np.inf])}, "NaN or infinite"),
+                              ("str", {"w": np.array(["a"])}, "dtype <U1"),
+                              ("clash", {"w": np.zeros(1), "w/b": np.zeros(1)}, "leaf and a branch")):
+        np.savez(tmp_path / f"{name}.npz", **arrays)
+        with pytest.raises(FormatError, match=f"{name}.npz is not a valid parameter file: .*{msg}"):
+            load_params(tmp_path / f"{name}.npz")
