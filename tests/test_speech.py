@@ -143,6 +143,21 @@ def test_add_noise_snr():
         assert abs(measured - snr) < 0.2
 
 
+def test_add_noise_refuses_bad_arguments():
+    wave, rng = synthesize("3"), np.random.default_rng(0)
+    for snr in (math.nan, math.inf, -math.inf, -31.0, "10", True, None):
+        with pytest.raises(ValueError, match="snr_db must be a finite number >= -30"):
+            add_noise(wave, snr, rng)
+    for bad in (np.zeros((2, 3), np.float32), np.zeros(0, np.float32), np.zeros(5, np.int32), np.array(["a"])):
+        with pytest.raises(ValueError, match="wave must be a non-empty 1-D int16 or float array"):
+            add_noise(bad, 10.0, rng)
+    with pytest.raises(ValueError, match="wave must be finite"):
+        add_noise(np.array([0.1, np.nan], np.float32), 10.0, rng)
+    with pytest.raises(ValueError, match="rng must be a numpy.random.Generator, got int"):
+        add_noise(wave, 10.0, 0)
+    assert np.isfinite(add_noise(wave, -30.0, rng)).all()
+
+
 # --- the data set --------------------------------------------------------------------------------------------------
 
 def test_spoken_digits_is_seeded_and_cached(tmp_path):
@@ -164,6 +179,15 @@ def test_spoken_digits_is_seeded_and_cached(tmp_path):
     for damaged in [b"damaged", good[:len(good) // 2], good[:-40]]:  # a damaged cache is made again
         files[0].write_bytes(damaged)
         remade = spoken_digits(12, test, seed=3, snr_db=(5.0, 20.0), max_digits=3, cache_dir=tmp_path)
+        for a, b in zip(remade.features, data.features): np.testing.assert_array_equal(a, b)
+    from rnn_tutorial.persist import read_npz, write_npz  # a readable cache whose arrays do not fit: made again
+    arrays, meta = read_npz(files[0], speech.SPEECH_CACHE_FORMAT)
+    for change in ({"lengths": arrays["lengths"][:-1]}, {"lengths": arrays["lengths"] + 1},
+                   {"features": arrays["features"][:, :-1]}, {"digits": arrays["digits"][:-1]},
+                   {"features": np.full_like(arrays["features"], np.nan)}, {"extra": np.zeros(1)}):
+        write_npz(files[0], {**arrays, **change}, meta)
+        remade = spoken_digits(12, test, seed=3, snr_db=(5.0, 20.0), max_digits=3, cache_dir=tmp_path)
+        assert remade.digits == data.digits
         for a, b in zip(remade.features, data.features): np.testing.assert_array_equal(a, b)
     clean = spoken_digits(12, test, seed=3, max_digits=3, cache_dir=tmp_path)
     assert clean.digits == data.digits and np.all(np.isinf(clean.snr_db))  # noise never changes what is said

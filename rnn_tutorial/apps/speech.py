@@ -260,11 +260,31 @@ def add_noise(
     rng:np.random.Generator, # source of the noise
 ) -> np.ndarray: # float32 waveform, full scale 1
     "`wave` plus white Gaussian noise at `snr_db`"
+    wave = np.asarray(wave)
+    if wave.ndim != 1 or not wave.size or not (wave.dtype == np.int16 or wave.dtype.kind == "f"):
+        raise ValueError(f"wave must be a non-empty 1-D int16 or float array, got shape {wave.shape} and dtype "
+                         f"{wave.dtype}")
+    if wave.dtype.kind == "f" and not np.isfinite(wave).all(): raise ValueError("wave must be finite, got NaN or inf")
+    snr_db = check_number("snr_db", snr_db, -30, strict=False)
+    if not isinstance(rng, np.random.Generator):
+        raise ValueError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
     x = _to_float(wave)
     noise_power = np.mean(x.astype(np.float64) ** 2) / 10 ** (snr_db / 10)
     return x + rng.standard_normal(x.size).astype(np.float32) * np.float32(math.sqrt(noise_power))
 
 SPEECH_CACHE_FORMAT = "rnn-tutorial.spoken-digits-cache"  # the `format` in a cache file's metadata
+
+def _read_cache(path, n):
+    "The `SpokenDigits` of a cache file, its arrays checked against each other and against `n`; else `FormatError`"
+    z, _ = read_npz(path, SPEECH_CACHE_FORMAT, noun="spoken-digits cache")
+    f, lengths = z.get("features"), z.get("lengths")
+    ok = (set(z) == {"features", "lengths", "digits", "voices", "snr_db"} and f.ndim == 2
+          and f.shape[1] == N_FEATURES and f.dtype == np.float16 and np.isfinite(f).all()
+          and lengths.dtype.kind in "iu" and lengths.shape == (n,) and (lengths > 0).all() and lengths.sum() == len(f)
+          and all(z[k].shape == (n,) and z[k].dtype.kind == "U" for k in ("digits", "voices"))
+          and z["snr_db"].shape == (n,) and z["snr_db"].dtype.kind == "f")
+    if not ok: raise FormatError(f"{path} is not a valid spoken-digits cache: its arrays do not fit {n} utterances")
+    return SpokenDigits(np.split(f, np.cumsum(lengths)[:-1]), z["digits"].tolist(), z["voices"].tolist(), z["snr_db"])
 
 def spoken_digits(
     n:int, # utterances
@@ -293,11 +313,8 @@ def spoken_digits(
     path = get_cache_dir(cache_dir)/"speech"/f"spoken-digits-{key}.npz"
     if path.exists():
         try:
-            z, _ = read_npz(path, SPEECH_CACHE_FORMAT, noun="spoken-digits cache")
-            ends = np.cumsum(z["lengths"])
-            return SpokenDigits(np.split(z["features"], ends[:-1]), z["digits"].tolist(), z["voices"].tolist(),
-                                z["snr_db"])
-        except (FormatError, KeyError): pass  # damaged or from another version: make it again
+            return _read_cache(path, n)
+        except FormatError: pass  # damaged, from another version or not matching the request: make it again
     rows = _draw_utterances(n, variants, seed, max_digits)
     noise_rng = np.random.default_rng([seed, 1])
     snrs = np.full(n, np.inf) if snr_db is None else noise_rng.uniform(*snr_db, size=n)
@@ -456,6 +473,7 @@ def train_ctc(
     if not isinstance(model, keras.Model): raise ValueError(f"model must be a keras.Model, got {type(model).__name__}")
     if not isinstance(data, SpokenDigits): raise ValueError(f"data must be a SpokenDigits, got {type(data).__name__}")
     epochs, batch_size = check_int("epochs", epochs), check_int("batch_size", batch_size)
+    seed = check_int("seed", seed, 0)
     optimizer = keras.optimizers.Adam(check_number("learning_rate", learning_rate), clipnorm=5.0)
     spec = [tf.TensorSpec([None, None, N_FEATURES], tf.float32), tf.TensorSpec([None], tf.int32),
             tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([None], tf.int32)]
