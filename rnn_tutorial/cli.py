@@ -11,8 +11,10 @@ import json
 import math
 import os
 import platform
+import shutil
 import signal
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -27,10 +29,10 @@ from .numpy_rnn import CELL_GATES, StackedRNN, flatten_tree, unflatten_tree
 from .persist import FormatError, atomic_write, read_json, read_npz, write_json, write_npz
 
 # %% auto #0
-__all__ = ['PROG', 'EXIT_USAGE', 'EXIT_SIGINT', 'EXIT_SIGTERM', 'MODEL_DIR_FORMAT', 'MODEL_DIR_VERSION', 'CELLS', 'DEMO_MINUTES',
-           'beam_continuation', 'CLIError', 'Progress', 'read_config', 'load_model_dir', 'make_trainer', 'settings',
-           'plot_loss', 'train_run', 'cmd_train', 'cmd_demo', 'cmd_generate', 'cmd_evaluate', 'cmd_info', 'cmd_bench',
-           'build_parser', 'main']
+__all__ = ['PROG', 'EXIT_USAGE', 'EXIT_SIGINT', 'EXIT_SIGTERM', 'EXIT_BUG', 'DEBUG_ENV', 'ISSUES_URL', 'MODEL_DIR_FORMAT',
+           'MODEL_DIR_VERSION', 'CELLS', 'MODEL_FILES', 'DEMO_MINUTES', 'beam_continuation', 'CLIError', 'Progress',
+           'memory_needed', 'read_config', 'load_model_dir', 'make_trainer', 'settings', 'plot_loss', 'train_run',
+           'cmd_train', 'cmd_demo', 'cmd_generate', 'cmd_evaluate', 'cmd_info', 'cmd_bench', 'build_parser', 'main']
 
 # %% ../nbs/21_cli.ipynb #0475ca65
 def beam_continuation(
@@ -53,12 +55,21 @@ def _sample_chars(model:nt.CharRNN, vocab:Vocab, prime:str, length:int, temperat
 # %% ../nbs/21_cli.ipynb #1c9d05a8
 PROG = "rnn-tutorial"
 EXIT_USAGE, EXIT_SIGINT, EXIT_SIGTERM = 2, 130, 143  # bad input; stopped by Ctrl-C / SIGTERM after saving a checkpoint
+EXIT_BUG = 1  # an error of ours (a bug): one line asking for a report
+DEBUG_ENV = "RNN_TUTORIAL_DEBUG"  # set to 1 to see the traceback of an error of ours
+ISSUES_URL = "https://github.com/rnn-tutorial/rnn-tutorial/issues"
 
 class CLIError(Exception):
     "Bad input: printed by `main` as one line on stderr, exit status 2, no traceback"
     def __init__(self, message:str, prog:str|None=None):
         super().__init__(message)
         self.prog = prog
+
+def _one_line(message:str) -> str:
+    "`message` as one printable line: line breaks, other control characters and what stderr cannot encode, escaped"
+    message = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in str(message))
+    encoding = getattr(sys.stderr, "encoding", None) or "utf-8"
+    return message.encode(encoding, "backslashreplace").decode(encoding, "replace")
 
 class _Parser(argparse.ArgumentParser):
     "An `ArgumentParser` that raises `CLIError` instead of printing its usage and exiting"
@@ -166,6 +177,43 @@ class Progress:
 # %% ../nbs/21_cli.ipynb #edcb1847
 MODEL_DIR_FORMAT, MODEL_DIR_VERSION = "rnn-tutorial.model-dir", 1
 CELLS = tuple(CELL_GATES)  # the --cell choices: "rnn", "lstm", "gru"
+MODEL_FILES = ("config.json", "vocab.json", "weights.npz", "checkpoint.npz", "log.jsonl", "summary.json",
+               "loss.png")  # the only files `train` writes, replaces or removes in --out
+_CONFIG_FIELDS = {"format": str, "version": int, "package_version": str, "command": ("train", "demo"),
+                  "backend": ("numpy", "tf"), "cell": CELLS, "units": 1, "layers": 1, "vocab_size": 1, "seed": 0,
+                  "vocab": ("vocab.json",), "weights": ("weights.npz",), "settings": dict,
+                  "steps_done": 0}  # field -> its type, its choices, or the least integer it may be
+_CONFIG_REQUIRED = ("format", "version", "cell", "units", "layers", "vocab_size", "seed")
+
+def _total_memory() -> int|None:
+    "Bytes of physical memory (`os.sysconf`), or None where it cannot be read"
+    try: return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, OSError, ValueError): return None
+
+def memory_needed(
+    cell:str, units:int, layers:int, vocab_size:int, # the model
+    batch_size:int=0, seq_len:int=0, # the training window (0: no training)
+    chars:int=0, # characters of text held in memory
+    training:bool=True, # False: the forward pass only
+) -> int: # bytes, roughly
+    "About how many bytes a model trained (or run) on windows of `batch_size` x `seq_len` needs, never allocated"
+    g, H, V = CELL_GATES[cell], units, vocab_size
+    params = (V + (layers - 1) * H) * g * H + layers * (H * g * H + 2 * g * H) + H * V + V  # kernels, biases, dense
+    copies = 4 if training and batch_size else 1  # training: weights, gradients and Adam's two moments
+    activations = (2 if training else 1) * batch_size * seq_len * (layers * (g + 3) * H + 3 * V)  # + backward's
+    # float32 numbers; per layer, the objects around its arrays; per character, its ids, windows and the text itself
+    return 4 * (copies * params + activations) + 2**14 * layers + 20 * chars
+
+def _memory_refusal(need:int) -> str|None:
+    "None if `need` bytes fit in memory, else why not"
+    total = _total_memory()
+    if total is None or need <= total: return None
+    return f"needs about {need / 2**30:,.0f} GiB, more than the {total / 2**30:,.1f} GiB of memory available"
+
+def _short(value, limit:int=60) -> str:
+    "`repr(value)`, cut to `limit` characters"
+    r = repr(value)
+    return r if len(r) <= limit else r[:limit - 3] + "..."
 
 def _numpy_layer(cell:str, units:int, layers:int, vocab_size:int, seed:int):
     "A NumPy recurrent layer: one of `numpy_train.NUMPY_LAYERS`, or a built `StackedRNN` of `layers` of them"
@@ -193,6 +241,20 @@ def read_config(
         raise FormatError(f"{path} was saved by another version of rnn-tutorial ({cfg.get('package_version')}, "
                           f"model format version {cfg.get('version')!r}); this is rnn-tutorial {__version__}, "
                           f"which reads version {MODEL_DIR_VERSION}: retrain it")
+    for key in sorted(set(cfg) - set(_CONFIG_FIELDS)):
+        raise FormatError(f"{path}/config.json has the unknown field {key!r}")
+    for key in _CONFIG_REQUIRED:
+        if key not in cfg: raise FormatError(f"{path}/config.json lacks the field {key!r}")
+    for key, want in _CONFIG_FIELDS.items():
+        if key not in cfg: continue
+        value = cfg[key]
+        if isinstance(want, tuple): ok = isinstance(value, str) and value in want
+        elif isinstance(want, int): ok = type(value) is int and value >= want
+        else: ok = isinstance(value, want)
+        if not ok:
+            expected = (f"one of {', '.join(map(repr, want))}" if isinstance(want, tuple)
+                        else f"an integer >= {want}" if isinstance(want, int) else f"a JSON {want.__name__}")
+            raise FormatError(f"{path}/config.json: field {key!r} must be {expected}, got {_short(value)}")
     return cfg
 
 def load_model_dir(
@@ -204,12 +266,12 @@ def load_model_dir(
     try: vocab = Vocab.load(path / "vocab.json")
     except FileNotFoundError:
         raise FormatError(f"{path} has no vocab.json: the model directory is incomplete") from None
-    try:
-        cell, units, layers, V, seed = (cfg[k] for k in ("cell", "units", "layers", "vocab_size", "seed"))
-        if cell not in CELLS or len(vocab) != V:
-            raise ValueError(f"cell {cell!r}, vocabulary of {len(vocab)} for vocab_size {V}")
-        model = nt.init_model(V, units, seed, layer=_numpy_layer(cell, units, layers, V, seed))
-    except (KeyError, TypeError, ValueError) as e: raise FormatError(f"{path}/config.json is inconsistent: {e}") from e
+    cell, units, layers, V, seed = (cfg[k] for k in ("cell", "units", "layers", "vocab_size", "seed"))
+    if len(vocab) != V:
+        raise FormatError(f"{path}/vocab.json has {len(vocab)} characters, but config.json says vocab_size {V}")
+    why = _memory_refusal(memory_needed(cell, units, layers, V))
+    if why: raise FormatError(f"{path}/config.json describes a model that {why}")
+    model = nt.init_model(V, units, seed, layer=_numpy_layer(cell, units, layers, V, seed))
     wpath = path / "weights.npz"
     if not wpath.is_file():
         raise FormatError(f"{path} has no weights.npz: the model directory is incomplete "
@@ -219,6 +281,10 @@ def load_model_dir(
     if set(flat) != set(expected) or any(flat[k].shape != expected[k].shape for k in expected):
         raise FormatError(f"{wpath} does not fit the model in config.json "
                           f"({cell}, {units} units, {layers} layer(s), {V} characters)")
+    for k in sorted(expected):
+        if flat[k].dtype.kind != "f": raise FormatError(f"{wpath}: {k} must hold floats, got dtype {flat[k].dtype}")
+        bad = int(flat[k].size - np.isfinite(flat[k]).sum())
+        if bad: raise FormatError(f"{wpath}: {k} holds {bad} NaN or infinite value(s): the model is damaged")
     model.params = unflatten_tree({k: v.astype(expected[k].dtype) for k, v in flat.items()})
     return model, vocab, cfg
 
@@ -282,34 +348,54 @@ def settings(
     if data.valid.size < 2:
         raise CLIError(f"the held-out text has {data.valid.size} character(s), at least 2 are needed: "
                        "use a longer text or a larger --valid-frac")
+    why = _memory_refusal(memory_needed(cell, units, layers, len(data.vocab), batch_size, seq_len,
+                                        data.train.size + data.valid.size))
+    if why:
+        raise CLIError(f"--units {units}, --layers {layers}, --batch-size {batch_size} and --seq-len {seq_len}: "
+                       f"training a {cell} on {len(data.vocab)} characters {why}: use smaller values")
     fingerprints = {"train_sha256": nt.ids_fingerprint(data.train), "valid_sha256": nt.ids_fingerprint(data.valid)}
     return {"backend": backend, "cell": cell, "units": units, "layers": layers, "seq_len": seq_len,
             "batch_size": batch_size, "lr": lr, "clip": clip, "seed": seed, "eval_every": eval_every,
             "eval_chars": min(eval_chars, int(data.valid.size)), "valid_frac": valid_frac,
             "data": {"name": data.name, "vocab_size": len(data.vocab), **fingerprints}}
 
+_STAGE_PREFIX = ".rnn-tutorial-save-"  # the directory, inside --out, where a save is written before it is moved
+
+def _is_model_dir(out:Path) -> bool:
+    "True if `out` holds a model of ours: a config.json that carries our format marker"
+    try: return read_json(out / "config.json").get("format") == MODEL_DIR_FORMAT
+    except (OSError, ValueError): return False
+
 def _check_out(out:Path, resume:bool, overwrite:bool, s:dict, demo:bool=False):
-    "Refuse an --out that is not a directory, holds another model (unless --overwrite or a demo's) or cannot resume"
+    "Refuse an --out that is not ours to write: a file, a non-empty directory of files not ours, a model (unless \
+--overwrite, or a demo's for a demo), a run that cannot resume, a place that cannot be written"
     if out.exists() and not out.is_dir(): raise CLIError(f"--out: {out} exists and is not a directory")
-    has_model = (out / "config.json").exists()
+    ours = out.is_dir() and _is_model_dir(out)
+    if out.is_dir() and not ours:
+        others = sorted(p.name for p in out.iterdir() if not p.name.startswith(_STAGE_PREFIX))
+        if others:
+            raise CLIError(f"--out: {out} is not empty ({len(others)} entries, such as {others[0]!r}) and holds no "
+                           f"rnn-tutorial model: choose a new or empty directory; nothing was written")
     if resume:
         if not (out / "checkpoint.npz").is_file():
             raise CLIError(f"--resume: no checkpoint in {out} (expected {out / 'checkpoint.npz'}): "
                            "run without --resume to start")
-        try: saved = read_config(out)["settings"]
-        except (OSError, ValueError, KeyError) as e: raise CLIError(f"--resume: {e}") from None
+        try: saved = read_config(out).get("settings")
+        except (OSError, ValueError) as e: raise CLIError(f"--resume: {e}") from None
+        if not isinstance(saved, dict): raise CLIError(f"--resume: {out}/config.json has no settings to compare")
         diff = [k for k in sorted(set(saved) | set(s)) if saved.get(k) != s.get(k)]
         if diff:
             raise CLIError(f"--resume: the checkpoint in {out} was made with different settings: " + "; ".join(
                 "the training text differs" if k == "data"
-                else f"{_flag(k)} is {s.get(k)!r} here, {saved.get(k)!r} in the checkpoint" for k in diff))
-    elif has_model and not overwrite:
-        if demo:
-            try: made_by_demo = read_config(out).get("command") == "demo"
-            except (OSError, ValueError): made_by_demo = False
-            if made_by_demo: return
-        raise CLIError(f"--out: {out} already holds a model (config.json): pass --resume to continue its training, "
-                       f"--overwrite to replace it, or choose another directory")
+                else f"{_flag(k)} is {_short(s.get(k))} here, {_short(saved.get(k))} in the checkpoint"
+                for k in diff))
+    elif ours and not overwrite:
+        if not (demo and read_json(out / "config.json").get("command") == "demo"):
+            raise CLIError(f"--out: {out} already holds a model (config.json): pass --resume to continue its "
+                           f"training, --overwrite to replace it (only its own files), or choose another directory")
+    try: out.mkdir(parents=True, exist_ok=True)
+    except OSError as e: raise CLIError(f"--out: cannot create {out}: {e.strerror or e}") from None
+    if not os.access(out, os.W_OK | os.X_OK): raise CLIError(f"--out: cannot write in {out}: permission denied")
 
 def _log_lines(log:dict) -> str:
     "The training log as JSON lines: per step {step, loss, grad_norm}, per evaluation {step, valid_loss}"
@@ -362,12 +448,26 @@ class _Stop:
     def __exit__(self, *exc):
         for s, h in self.saved.items(): signal.signal(s, h)
 
-def _save_run(run, out:Path, config:dict):
-    "Checkpoint, weights, log and config of `run`, each written atomically"
-    run.save_checkpoint(out / "checkpoint.npz")
-    write_npz(out / "weights.npz", flatten_tree(run.model.params))
-    atomic_write(out / "log.jsonl", _log_lines(run.log))
-    write_json(out / "config.json", {**config, "steps_done": run.step})
+def _save_run(run, out:Path, config:dict, vocab:Vocab, extra:dict|None=None, first:bool=False):
+    "Write config, vocabulary, checkpoint, weights, log (and `extra`: name -> writer(path)) of `run` into a new \
+directory inside `out`, then move each file into `out`: a failure before the moves leaves `out` as it was"
+    out.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=_STAGE_PREFIX, dir=out))
+    try:
+        write_json(stage / "config.json", {**config, "steps_done": run.step})
+        vocab.save(stage / "vocab.json")
+        run.save_checkpoint(stage / "checkpoint.npz")
+        write_npz(stage / "weights.npz", flatten_tree(run.model.params))
+        atomic_write(stage / "log.jsonl", _log_lines(run.log))
+        for name, write in (extra or {}).items(): write(stage / name)
+        names = sorted(p.name for p in stage.iterdir())
+        for name in sorted(names, key=lambda n: n != "config.json"): os.replace(stage / name, out / name)
+        if first:  # a new run's first save: what the previous run left and this one has not written yet goes
+            for name in set(MODEL_FILES) - set(names): (out / name).unlink(missing_ok=True)
+    except OSError as e:
+        raise CLIError(f"--out: cannot write in {out}: {e.strerror or e}; "
+                       f"{out} holds its last complete save") from None
+    finally: shutil.rmtree(stage, ignore_errors=True)
 
 def train_run(
     s:dict, # from `settings`
@@ -386,36 +486,43 @@ def train_run(
     run = make_trainer(data, s)
     if resume:
         try: run.load_checkpoint(out / "checkpoint.npz")
-        except (OSError, ValueError, KeyError) as e: raise CLIError(f"--resume: {e}") from None
+        except (OSError, ValueError) as e: raise CLIError(f"--resume: {e}") from None
+        except (KeyError, TypeError, IndexError, AttributeError) as e:  # what a damaged file may still raise
+            raise CLIError(f"--resume: {out / 'checkpoint.npz'} is damaged "
+                           f"({type(e).__name__}: {_short(str(e))})") from None
+        log = run.log.get("train") if isinstance(run.log, dict) else None
+        if not (type(run.step) is int and run.step >= 0 and isinstance(log, list) and len(log) == run.step):
+            raise CLIError(f"--resume: {out / 'checkpoint.npz'} is damaged: its step {_short(run.step)} "
+                           "does not match its log")
     V = len(data.vocab)
     config = {"format": MODEL_DIR_FORMAT, "version": MODEL_DIR_VERSION, "package_version": __version__,
               "command": command,
               "backend": s["backend"], "cell": s["cell"], "units": s["units"], "layers": s["layers"], "vocab_size": V,
               "seed": s["seed"], "vocab": "vocab.json", "weights": "weights.npz", "settings": s}
-    out.mkdir(parents=True, exist_ok=True)
-    if not resume: (out / "checkpoint.npz").unlink(missing_ok=True)  # a stale checkpoint must never be resumed
-    data.vocab.save(out / "vocab.json")
-    write_json(out / "config.json", {**config, "steps_done": run.step})
     uniform, unigram = uniform_bits_per_char(V), unigram_bits_per_char(data.train, data.valid, V)
     tokens = s["batch_size"] * s["seq_len"]
     progress = Progress(steps, None if minutes is None else 60 * minutes, run.step, every=progress_every)
-    start_step, t0, n_valid = run.step, time.monotonic(), len(run.log["valid"])
+    start_step, t0, n_valid, first = run.step, time.monotonic(), len(run.log["valid"]), True
     with _Stop() as stop:
         while (stop.signum is None and (steps is None or run.step < steps)
                and (minutes is None or time.monotonic() - t0 < 60 * minutes)):
-            loss = run.train_step()
+            try: loss = run.train_step()
+            except FloatingPointError as e:
+                raise CLIError(f"training diverged at step {run.step + 1} ({e}): lower --lr or --clip; "
+                               f"{out} holds its last complete save") from None
             progress.update(run.step, loss, tokens)
             if len(run.log["valid"]) > n_valid:
                 n_valid, (vstep, v) = len(run.log["valid"]), run.log["valid"][-1]
                 progress.line(f"step {vstep}: held-out loss {v:.3f} nats = {nt.bits(v):.3f} bits/char "
                               f"(first {s['eval_chars']:,} held-out characters)")
             if checkpoint_every and run.step % checkpoint_every == 0 and stop.signum is None:
-                _save_run(run, out, config)
+                _save_run(run, out, config, data.vocab, first=first)
+                first = False
         progress.close()
         seconds = time.monotonic() - t0
-        _save_run(run, out, config)
         title = f"{s['cell']} ({s['backend']}), {s['layers']}x{s['units']} units, on {data.name}"
-        plot_loss(out / "loss.png", run.log, uniform, unigram, title)
+        plot = {"loss.png": lambda p: plot_loss(p, run.log, uniform, unigram, title)}
+        _save_run(run, out, config, data.vocab, plot, first=first)
         if stop.signum is not None:
             name, code = ("SIGINT", EXIT_SIGINT) if stop.signum == signal.SIGINT else ("SIGTERM", EXIT_SIGTERM)
             progress.line(f"stopped by {name} at step {run.step}: checkpoint saved in {out / 'checkpoint.npz'}; "
@@ -433,7 +540,7 @@ def train_run(
     print(f"held-out loss: {valid:.3f} nats/char = {nt.bits(valid):.3f} bits/char "
           f"on {data.valid.size - 1:,} characters "
           f"(unigram {unigram:.3f}, uniform {uniform:.3f} bits/char)", file=stdout)
-    files = sorted(p.name for p in out.iterdir() if not p.name.startswith('.'))
+    files = [name for name in sorted(MODEL_FILES) if (out / name).exists()]
     print(f"saved in {out}/: {', '.join(files)}", file=stdout)
     return 0
 
@@ -479,29 +586,36 @@ def cmd_demo(args) -> int:
 
 def cmd_generate(args) -> int:
     "generate: continue --prime with text sampled from (or, with --beam, most likely under) a saved model"
-    model, vocab, _ = _model_arg(args.model)
     if not args.prime: raise CLIError("--prime: expected at least one character")
+    try: args.prime.encode("utf-8")
+    except UnicodeEncodeError: raise CLIError(f"--prime: {_short(args.prime)} is not valid text") from None
+    model, vocab, cfg = _model_arg(args.model)
     unseen = [ch for ch in args.prime if ch not in vocab]
     if unseen and vocab.unknown is None:
         raise CLIError(f"--prime: character {unseen[0]!r} is not in the model's vocabulary of {len(vocab)} characters")
     if args.top_k is not None and args.top_k > len(vocab): args.top_k = None
+    if args.beam:
+        need = memory_needed(cfg["cell"], cfg["units"], cfg["layers"], len(vocab)) + args.beam * (
+            32 * len(vocab) + 16 * args.length + 8 * (CELL_GATES[cfg["cell"]] + 3) * cfg["layers"] * cfg["units"])
+        why = _memory_refusal(need)
+        if why: raise CLIError(f"--beam {args.beam} with --length {args.length} {why}: use smaller values")
     sys.stdout.write(args.prime)
     if args.beam:
         text, _ = beam_continuation(model, vocab, args.prime, args.length, args.beam)
         sys.stdout.write(text)
     else:
-        text = ""
+        text = args.prime[-1]  # only the last character is kept: the text may be longer than memory
         for ch in _sample_chars(model, vocab, args.prime, args.length, args.temperature, args.top_k, args.seed):
             sys.stdout.write(ch)
             sys.stdout.flush()
-            text += ch
+            text = ch or text
     if not (args.prime + text).endswith("\n"): sys.stdout.write("\n")
     sys.stdout.flush()
     return 0
 
 def cmd_evaluate(args) -> int:
     "evaluate: print JSON with the mean next-character loss of a saved model on --text"
-    model, vocab, _ = _model_arg(args.model)
+    model, vocab, cfg = _model_arg(args.model)
     p = Path(args.text)
     if not p.exists(): raise CLIError(f"--text: no such file: {args.text}")
     if p.is_dir(): raise CLIError(f"--text: {args.text} is a directory: expected a text file")
@@ -511,6 +625,11 @@ def cmd_evaluate(args) -> int:
         raise CLIError(f"--text: {args.text} has {len(text)} character(s): at least 2 are needed (one prediction)")
     try: ids = vocab.encode(text)
     except ValueError as e: raise CLIError(f"--text: {e}") from None
+    B = min(args.batch_size, len(ids) - 1)
+    why = _memory_refusal(memory_needed(cfg["cell"], cfg["units"], cfg["layers"], len(vocab), B,
+                                        min(args.seq_len, -(-(len(ids) - 1) // B)), len(ids), training=False))
+    if why: raise CLIError(f"--batch-size {args.batch_size} and --seq-len {args.seq_len} on this model {why}: "
+                           "use smaller values")
     ev = nt.evaluate(model, ids, args.batch_size, args.seq_len)
     print(json.dumps({"model": args.model, "text": args.text, "characters": ev.n, "loss_nats": ev.nats,
                       "bits_per_char": ev.bits_per_char, "perplexity": math.exp(ev.nats)}, indent=1))
@@ -550,10 +669,15 @@ def cmd_bench(argv:list) -> int:
 # %% ../nbs/21_cli.ipynb #52ac6f7e
 DEMO_MINUTES = 2.0
 
+def _path(s:str) -> str:
+    "An argparse type: a path, not empty and without NUL characters"
+    if not s or "\0" in s: raise argparse.ArgumentTypeError(f"expected a path, got {_short(s)}")
+    return s
+
 def _data_options(p):
     "--text / --corpus / --valid-frac"
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--text", metavar="PATH", help="train on this UTF-8 text file")
+    g.add_argument("--text", metavar="PATH", type=_path, help="train on this UTF-8 text file")
     g.add_argument("--corpus", default="language-reference", choices=CORPORA,
                    help="a built-in corpus (tinyshakespeare is downloaded once, checksum verified)")
     p.add_argument("--valid-frac", type=_float_above(0), default=0.1,
@@ -588,7 +712,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--minutes", type=_float_above(0), default=DEMO_MINUTES,
                    help="training time (ignored when only --steps is given)")
     p.add_argument("--steps", type=_int_at_least(1), help="train for this many steps instead")
-    p.add_argument("--out", default="rnn-tutorial-demo", help="output directory (a previous demo's is replaced)")
+    p.add_argument("--out", type=_path, default="rnn-tutorial-demo",
+                   help="output directory: new, empty, or a previous demo's (which is replaced)")
     _model_options(p, cell="lstm", units=256, seq_len=64, batch_size=32, lr=3e-3)
     p.add_argument("--valid-frac", type=_float_above(0), default=0.1, help="fraction of the corpus held out")
     p.add_argument("--eval-every", type=_int_at_least(0), default=100,
@@ -620,10 +745,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="held-out characters used by those evaluations")
     p.add_argument("--checkpoint-every", type=_int_at_least(0), default=100,
                    help="steps between checkpoints (0: only at the end)")
-    p.add_argument("--out", default="rnn-tutorial-model", help="model directory")
+    p.add_argument("--out", type=_path, default="rnn-tutorial-model", help="model directory")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its checkpoint (same settings needed)")
-    p.add_argument("--overwrite", action="store_true", help="replace a model already in --out")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the model already in --out (its own files only; other files are kept)")
     p.add_argument("--progress-every", type=_float_above(0, strict=False), default=10.0,
                    help="seconds between progress lines when stderr is not a terminal")
     p.set_defaults(func=cmd_train, prog=p.prog)
@@ -631,7 +757,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("generate", formatter_class=fmt, help="sample text from a saved model",
                        description="Continue --prime with text from a saved model, streamed to stdout: sampled, "
                        "or with --beam the most likely continuation.")
-    p.add_argument("--model", required=True, metavar="DIR", help="a model directory made by train or demo")
+    p.add_argument("--model", required=True, metavar="DIR", type=_path,
+                   help="a model directory made by train or demo")
     p.add_argument("--prime", default="\n", help="text to start from")
     p.add_argument("--length", type=_int_at_least(0), default=500, help="characters to generate")
     p.add_argument("--temperature", type=_float_above(0, strict=False), default=1.0,
@@ -645,8 +772,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", formatter_class=fmt, help="print a saved model's loss on a text file, as JSON",
                        description="Print JSON with a saved model's mean next-character loss on a text file: "
                        "nats, bits per character, perplexity.")
-    p.add_argument("--model", required=True, metavar="DIR", help="a model directory made by train or demo")
-    p.add_argument("--text", required=True, metavar="PATH", help="a UTF-8 text file")
+    p.add_argument("--model", required=True, metavar="DIR", type=_path,
+                   help="a model directory made by train or demo")
+    p.add_argument("--text", required=True, metavar="PATH", type=_path, help="a UTF-8 text file")
     p.add_argument("--batch-size", type=_int_at_least(1), default=32,
                    help="parallel streams (the state is carried along each)")
     p.add_argument("--seq-len", type=_int_at_least(1), default=100, help="characters per window")
@@ -676,7 +804,7 @@ def main(
         prog = args.prog
         return args.func(args)
     except CLIError as e:
-        print(f"{e.prog or prog}: error: {e}", file=sys.stderr)
+        print(f"{e.prog or prog}: error: {_one_line(e)}", file=sys.stderr)
         return EXIT_USAGE
     except SystemExit as e:  # --help and --version (here or in bench)
         return e.code if isinstance(e.code, int) else 0 if e.code is None else 1
@@ -686,6 +814,21 @@ def main(
     except BrokenPipeError:  # e.g. `rnn-tutorial generate ... | head`
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except MemoryError:
+        print(f"{prog}: error: out of memory: use smaller sizes (--units, --layers, --batch-size, --seq-len, --beam)",
+              file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as e:  # the system refused: a file, a directory, the disk; not a bug of ours
+        where = f": {e.filename}" if e.filename else ""
+        print(f"{prog}: error: {_one_line(e.strerror or e)}{_one_line(where)}", file=sys.stderr)
+        return EXIT_USAGE
+    except Exception as e:  # a bug of ours: one line asking for a report, or the traceback when debugging
+        if os.environ.get(DEBUG_ENV, "") not in ("", "0"): raise
+        print(f"{prog}: internal error ({type(e).__name__}: {_one_line(_short(str(e), 200))}); this is a bug in "
+              f"rnn-tutorial {__version__}: please report it with the command you ran at {ISSUES_URL} "
+              f"(set {DEBUG_ENV}=1 to see the traceback)", file=sys.stderr)
+        return EXIT_BUG
+
 
 # %% ../nbs/21_cli.ipynb #07a27ad9
 if __name__ == "__main__" and "__file__" in globals():  # `python -m rnn_tutorial.cli`, not a notebook running this cell

@@ -6,13 +6,16 @@
 from __future__ import annotations
 
 import math
+import os
+import re
 import weakref
 from typing import Callable
 
 import numpy as np
 
 from .checks import check_int
-from .numpy_train import TrainerBase
+from .data import TBPTTBatches
+from .numpy_train import TrainerBase, read_checkpoint
 from .persist import FormatError
 from .tf_setup import import_tensorflow
 
@@ -24,7 +27,7 @@ from .tf_rnn import CharModel, TFAdam, TrainStep, from_keras_weights, make_layer
 
 # %% auto #0
 __all__ = ['TF_CHECKPOINT_FORMAT', 'TF_CHECKPOINT_VERSION', 'StackedCharModel', 'char_model', 'keras_step', 'keras_window',
-           'TFTrainer']
+           'TFTrainer', 'check_tf_checkpoint']
 
 # %% ../nbs/93_tf_trainer.ipynb #12407a3f
 @keras.saving.register_keras_serializable(package="rnn_tutorial")
@@ -199,4 +202,91 @@ class TFTrainer(TrainerBase):
                 raise FormatError(f"{path} holds {group} variables that do not fit this model")
             for a, v in zip(saved, variables): v.assign(a)
 
+    def load_checkpoint(self, path:str|os.PathLike) -> TFTrainer:
+        "Restore the run saved in `path` after `check_tf_checkpoint` accepted every field and array of it"
+        check_tf_checkpoint(*read_checkpoint(path, self.checkpoint_format, self.checkpoint_version), self, path)
+        return super().load_checkpoint(path)
+
 TF_CHECKPOINT_FORMAT, TF_CHECKPOINT_VERSION = TFTrainer.checkpoint_format, TFTrainer.checkpoint_version
+def _plain(name:str) -> str:
+    "A variable's path without the `_1`, `_2` ... Keras appends to names already taken in the process"
+    return re.sub(r"_\d+(?=[_/]|$)", "", name)
+
+def _short(value, limit:int=60) -> str:
+    r = repr(value)
+    return r if len(r) <= limit else r[:limit - 3] + "..."
+
+def _is_int(v) -> bool: return type(v) is int
+def _is_number(v) -> bool: return type(v) in (int, float) and math.isfinite(v)
+
+def check_tf_checkpoint(
+    arrays:dict, # the checkpoint's arrays, from `numpy_train.read_checkpoint`
+    meta:dict, # its metadata
+    trainer:TFTrainer, # the trainer it is to be loaded into
+    path="checkpoint", # the file, for messages
+):
+    "Accept a `TFTrainer` checkpoint for `trainer`, each field and array checked; else `FormatError` naming the field"
+    def bad(field, why): raise FormatError(f"{path}: {field} {why}")
+    fields = {"format", "version", "config", "model", "optimizer", "step", "epoch", "k", "offset", "state", "rng",
+              "log"}
+    for key in sorted(set(meta) - fields): bad(f"field {key!r}", "is unknown")
+    for key in sorted(fields - set(meta)): bad(f"field {key!r}", "is missing")
+    config, now = meta["config"], trainer.config()
+    if not isinstance(config, dict): bad("config", f"must be a JSON object, got {_short(config)}")
+    diff = [k for k in sorted(set(config) | set(now)) if config.get(k) != now.get(k)]
+    if diff: raise FormatError(f"{path} was saved by a different run: " + "; ".join(
+        f"{k} is {_short(now.get(k))} here, {_short(config.get(k))} in the checkpoint" for k in diff))
+    # the table of what may be restored: the trainer's own variables, by position, under the same names
+    names = {}
+    for group, variables in (("model", trainer.model.weights), ("optimizer", trainer.optimizer.variables)):
+        saved = meta[group]
+        if not (isinstance(saved, list) and all(isinstance(n, str) for n in saved)):
+            bad(group, f"must be a list of variable names, got {_short(saved)}")
+        if len(saved) != len(variables):
+            bad(group, f"names {len(saved)} variables, but this {group} has {len(variables)}")
+        for i, (name, v) in enumerate(zip(saved, variables)):
+            if _plain(name) != _plain(v.path): bad(f"{group} variable {i}", f"is {name!r}, expected {v.path!r}")
+            names[f"{group}/{i}"] = (tuple(v.shape), np.dtype(v.dtype))
+    for key in ("step", "epoch", "k", "offset"):
+        if not _is_int(meta[key]) or meta[key] < 0: bad(key, f"must be an integer >= 0, got {_short(meta[key])}")
+    step, epoch, k, offset = meta["step"], meta["epoch"], meta["k"], meta["offset"]
+    if offset >= trainer.seq_len: bad("offset", f"must be below seq_len {trainer.seq_len}, got {offset}")
+    try: n_batches = len(TBPTTBatches(trainer.train_ids, trainer.batch_size, trainer.seq_len, offset))
+    except ValueError as e: bad("offset", f"{offset} leaves too little data: {e}")
+    if k > min(n_batches, step): bad("k", f"must be at most {min(n_batches, step)}, got {k}")
+    if epoch > step: bad("epoch", f"must be at most step {step}, got {epoch}")
+    state = meta["state"]
+    if state is not None:
+        want = {"list": list(range(trainer.model.n_states))}
+        if state != want: bad("state", f"must be null or {want}, got {_short(state)}")
+        for i in want["list"]:
+            names[f"state/{i}"] = ((trainer.batch_size, trainer.model.units), np.dtype(trainer.model.compute_dtype))
+    rng, now_rng = meta["rng"], trainer.rng.bit_generator.state
+    ok = isinstance(rng, dict) and set(rng) == set(now_rng) and rng.get("bit_generator") == now_rng["bit_generator"]
+    ok = ok and isinstance(rng["state"], dict) and set(rng["state"]) == set(now_rng["state"])
+    ok = ok and all(_is_int(v) and 0 <= v < 2**128 for v in rng["state"].values())
+    ok = ok and rng["has_uint32"] in (0, 1) and _is_int(rng["has_uint32"]) and _is_int(rng["uinteger"])
+    ok = ok and 0 <= rng["uinteger"] < 2**32
+    if not ok: bad("rng", f"must be the state of a {now_rng['bit_generator']} generator, got {_short(rng)}")
+    log = meta["log"]
+    if not (isinstance(log, dict) and set(log) == {"train", "valid"}
+            and all(isinstance(log[g], list) for g in ("train", "valid"))):
+        bad("log", f"must be a JSON object with the lists 'train' and 'valid', got {_short(log)}")
+    if len(log["train"]) != step:
+        bad("log", f"must have one training entry per step ({step}), got {len(log['train'])}")
+    for i, row in enumerate(log["train"]):
+        if not (isinstance(row, list) and len(row) == 3 and row[0] == i + 1 and _is_int(row[0])
+                and _is_number(row[1]) and _is_number(row[2])):
+            bad(f"log entry train[{i}]", f"must be [{i + 1}, loss, gradient norm], finite, got {_short(row)}")
+    for i, row in enumerate(log["valid"]):
+        if not (isinstance(row, list) and len(row) == 2 and _is_int(row[0]) and 1 <= row[0] <= step
+                and _is_number(row[1])):
+            bad(f"log entry valid[{i}]", f"must be [step in [1, {step}], held-out loss], got {_short(row)}")
+    for key in sorted(set(arrays) - set(names)): bad(f"array {key!r}", "is unknown")
+    for key, (shape, dtype) in names.items():
+        if key not in arrays: bad(f"array {key!r}", "is missing")
+        a = arrays[key]
+        if a.shape != shape or a.dtype != dtype:
+            bad(f"array {key!r}", f"must have shape {shape} and dtype {dtype}, got {a.shape} and {a.dtype}")
+        if a.dtype.kind == "f" and not np.isfinite(a).all(): bad(f"array {key!r}", "holds NaN or infinite values")
+

@@ -1,5 +1,6 @@
-"""Tests of the `rnn-tutorial` command: every command run as a subprocess on small data, bad input, interrupted and
-resumed runs, memory."""
+"""Tests of the `rnn-tutorial` command: every command run as a subprocess on small data, bad input (hostile files,
+foreign or unwritable --out, impossible sizes), interrupted and resumed runs, failures that keep the previous model,
+internal errors, memory."""
 import json
 import os
 import shutil
@@ -52,7 +53,50 @@ def numpy_model(work):
     cfg = json.loads((work / "oldversion" / "config.json").read_text())
     (work / "oldversion" / "config.json").write_text(json.dumps({**cfg, "version": 99, "package_version": "9.9"}))
     (work / "noweights" / "weights.npz").unlink()
+    edits = {"hugecfg": {"units": 10**8}, "typecfg": {"units": "32"}, "unknowncfg": {"load": "os.system"},
+             "vocabcfg": {"vocab_size": 5}}
+    for name, edit in edits.items():
+        shutil.copytree(work / "np", work / name)
+        cfg = json.loads((work / name / "config.json").read_text())
+        (work / name / "config.json").write_text(json.dumps({**cfg, **edit}))
+    for name, value in (("nanmodel", np.nan), ("infmodel", np.inf)):
+        shutil.copytree(work / "np", work / name)
+        w = dict(np.load(work / name / "weights.npz"))
+        w["dense/bias"][1] = value
+        np.savez(work / name / "weights.npz", **w)
+    for name, edit in DAMAGED_META.items():
+        shutil.copytree(work / "np", work / name)
+        _edit_checkpoint(work / name / "checkpoint.npz", edit)
+    (work / "foreign").mkdir()
+    (work / "foreign" / "notes.txt").write_text("my notes\n")
+    (work / "foreign" / "summary.json").write_text("{}\n")  # a name of ours, in a directory that is not a model
     return work / "np"
+
+
+def _edit_checkpoint(path: Path, edit):
+    "Rewrite the metadata of the checkpoint at `path` with `edit(meta)`"
+    from rnn_tutorial.persist import write_npz
+    arrays = dict(np.load(path))
+    meta = json.loads(arrays.pop("meta.json").tobytes())
+    edit(meta)
+    write_npz(path, arrays, meta)
+
+
+DAMAGED_META = {  # damaged copies of the NumPy model's checkpoint, given to --resume
+    "meta-nokey": lambda m: m.pop("rng"),
+    "meta-type": lambda m: m.update(step="sixty"),
+    "meta-negative": lambda m: m.update(step=-5),
+}
+
+
+@pytest.fixture(scope="module")
+def tf_model(work):
+    "A tiny TensorFlow model in work/tf, and copies of it whose checkpoint metadata is damaged"
+    run(["train", "--text", "text.txt", "--backend", "tf", *TINY, "--steps", "10", "--out", "tf"], work)
+    for name, edit in DAMAGED_META.items():
+        shutil.copytree(work / "tf", work / f"tf{name}")
+        _edit_checkpoint(work / f"tf{name}" / "checkpoint.npz", edit)
+    return work / "tf"
 
 
 @pytest.mark.parametrize("command", [None, "demo", "train", "generate", "evaluate", "info"])
@@ -142,6 +186,37 @@ BAD = {  # arguments -> what the one-line message must contain
     "evaluate without text": (["evaluate", "--model", "np"], "--text"),
     "demo over a trained model": (["demo", "--out", "np", "--steps", "1"], "--out: np already holds a model"),
     "no command": ([], "COMMAND"),
+    # issue 17: --out that is not ours, or cannot be written
+    "foreign out": (["train", "--text", "text.txt", "--backend", "numpy", *TINY, "--out", "foreign"],
+                    "--out: foreign is not empty (2 entries, such as 'notes.txt') and holds no rnn-tutorial model"),
+    "foreign out, --overwrite": (["train", "--text", "text.txt", "--backend", "numpy", *TINY, "--out", "foreign",
+                                  "--overwrite"], "holds no rnn-tutorial model"),
+    "foreign out, --resume": (["train", "--text", "text.txt", "--backend", "numpy", *TINY, "--out", "foreign",
+                               "--resume"], "holds no rnn-tutorial model"),
+    "demo over a foreign dir": (["demo", "--out", "foreign", "--steps", "1"], "holds no rnn-tutorial model"),
+    "out is a file": (["train", "--text", "text.txt", "--out", "text.txt"], "--out: text.txt exists and is not a dir"),
+    "out cannot be created": (["train", "--text", "text.txt", "--backend", "numpy", *TINY, "--out", "text.txt/run"],
+                              "--out: cannot create text.txt/run: Not a directory"),
+    "out under /proc": (["train", "--text", "text.txt", "--backend", "numpy", *TINY, "--out", "/proc/rnn-tutorial"],
+                        "--out: cannot create /proc/rnn-tutorial"),
+    "empty out": (["train", "--text", "text.txt", "--out", ""], "argument --out: expected a path, got ''"),
+    # impossible sizes: refused with the estimate, before anything is allocated
+    "huge units": (["train", "--text", "text.txt", "--backend", "numpy", "--units", "1000000"],
+                   "--units 1000000, --layers 1, --batch-size 64 and --seq-len 100: training a lstm"),
+    "huge layers": (["train", "--text", "text.txt", "--units", "4096", "--layers", "2000"], "GiB of memory available"),
+    "huge beam": (["generate", "--model", "np", "--beam", "1000000000"], "--beam 1000000000 with --length 500 needs"),
+    # hostile or damaged model directories
+    "NaN weights, generate": (["generate", "--model", "nanmodel"], "dense/bias holds 1 NaN or infinite value(s)"),
+    "inf weights, evaluate": (["evaluate", "--model", "infmodel", "--text", "text.txt"], "NaN or infinite"),
+    "config asks for 10^8 units": (["generate", "--model", "hugecfg"], "config.json describes a model that needs"),
+    "config with a string size": (["generate", "--model", "typecfg"],
+                                  "field 'units' must be an integer >= 1, got '32'"),
+    "config with an unknown field": (["generate", "--model", "unknowncfg"], "has the unknown field 'load'"),
+    "vocabulary smaller than the model": (["evaluate", "--model", "vocabcfg", "--text", "text.txt"],
+                                          "but config.json says vocab_size 5"),
+    # damaged checkpoint metadata given to --resume (NumPy backend)
+    **{f"resume {name}": (["train", "--text", "text.txt", "--backend", "numpy", *TINY, "--steps", "70", "--out", name,
+                           "--resume"], "--resume: ") for name in DAMAGED_META},
 }
 
 
@@ -153,6 +228,52 @@ def test_bad_input(work, numpy_model, case):
     assert len(p.stderr.splitlines()) == 1 and p.stderr.startswith("rnn-tutorial") and ": error: " in p.stderr, p.stderr
     assert expected in p.stderr and "Traceback" not in p.stderr and not p.stdout, p.stderr
     assert snapshot(work) == before, "bad input changed files"
+
+
+@pytest.mark.parametrize("name", list(DAMAGED_META))
+def test_tf_resume_refuses_damaged_metadata(work, tf_model, name):
+    "The TensorFlow trainer's checkpoint, with a key missing, a step of the wrong type or a negative step"
+    before = snapshot(work)
+    p = run(["train", "--text", "text.txt", "--backend", "tf", *TINY, "--steps", "20", "--out", f"tf{name}",
+             "--resume"], work, expect=2)
+    assert len(p.stderr.splitlines()) == 1 and "--resume: " in p.stderr and "Traceback" not in p.stderr, p.stderr
+    field = {"meta-nokey": "field 'rng' is missing", "meta-type": "step must be an integer >= 0, got 'sixty'",
+             "meta-negative": "step must be an integer >= 0, got -5"}[name]
+    assert field in p.stderr, p.stderr
+    assert snapshot(work) == before
+
+
+def test_overwrite_replaces_only_our_files(work, numpy_model):
+    "--overwrite on a model directory that also holds a user's file: ours replaced, stale summary gone, theirs kept"
+    shutil.copytree(work / "np", work / "ow")
+    (work / "ow" / "notes.txt").write_text("keep me\n")
+    old = (work / "ow" / "weights.npz").read_bytes()
+    run(["train", "--text", "text.txt", "--backend", "numpy", *TINY, "--units", "16", "--steps", "5",
+         "--checkpoint-every", "2", "--out", "ow", "--overwrite"], work)
+    assert (work / "ow" / "notes.txt").read_text() == "keep me\n"
+    assert (work / "ow" / "weights.npz").read_bytes() != old
+    assert json.loads((work / "ow" / "config.json").read_text())["units"] == 16
+    assert not [f for f in (work / "ow").iterdir() if f.name.startswith(".")]  # no leftovers of the saves
+
+
+def test_failed_run_keeps_the_previous_model(work, numpy_model):
+    "A run that diverges before its first checkpoint leaves the model it was to replace as it was"
+    shutil.copytree(work / "np", work / "diverge")
+    before = snapshot(work / "diverge")
+    p = run(["train", "--text", "text.txt", "--backend", "numpy", *TINY, "--lr", "1e30", "--steps", "50",
+             "--out", "diverge", "--overwrite"], work, expect=2)
+    assert "training diverged at step" in p.stderr and "lower --lr" in p.stderr and "Traceback" not in p.stderr
+    assert snapshot(work / "diverge") == before
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere")
+def test_unwritable_out(work):
+    (work / "ro").mkdir()
+    (work / "ro").chmod(0o500)
+    try:
+        p = run(["train", "--text", "text.txt", "--backend", "numpy", *TINY, "--out", "ro"], work, expect=2)
+        assert "--out: cannot write in ro" in p.stderr and len(p.stderr.splitlines()) == 1
+    finally: (work / "ro").chmod(0o700)
 
 
 def _interrupt(args, out: Path, cwd: Path, sig=signal.SIGINT) -> subprocess.Popen:
@@ -233,3 +354,47 @@ def test_memory_default_train(work):
     assert rc == 0, p.stderr
     print(f"peak RSS of default `train` on 1 MB: {peak_kib / 2**20:.2f} GiB")
     assert peak_kib < 2 * 2**20, peak_kib
+
+
+def test_internal_error_is_one_line_exit_1(monkeypatch, capsys):
+    "An error of ours: exit 1, one line with the exception type and where to report it; the traceback on request"
+    from rnn_tutorial import cli
+
+    def broken(args): raise ZeroDivisionError("division by zero\nsecond line")
+    monkeypatch.setattr(cli, "cmd_info", broken)
+    monkeypatch.delenv(cli.DEBUG_ENV, raising=False)
+    assert cli.main(["info"]) == 1
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and "internal error (ZeroDivisionError: division by zero\\nsecond line)" in err
+    assert cli.ISSUES_URL in err and f"{cli.DEBUG_ENV}=1" in err
+    monkeypatch.setenv(cli.DEBUG_ENV, "1")
+    with pytest.raises(ZeroDivisionError): cli.main(["info"])
+
+
+def test_unwritable_out_in_process(work, monkeypatch, capsys):
+    "A directory we may not write in (as a read-only one, even for root): exit 2, one line, nothing written"
+    from rnn_tutorial import cli
+    (work / "locked").mkdir()
+    monkeypatch.chdir(work)
+    monkeypatch.setattr(os, "access", lambda path, mode, **kw: Path(path).name != "locked")
+    assert cli.main(["train", "--text", "text.txt", "--backend", "numpy", *TINY, "--out", "locked"]) == 2
+    err = capsys.readouterr().err
+    assert err == "rnn-tutorial train: error: --out: cannot write in locked: permission denied\n"
+    assert not list((work / "locked").iterdir())
+
+
+def test_failed_save_keeps_the_previous_model(work, numpy_model, monkeypatch, capsys):
+    "A save that fails (a full disk) at the first checkpoint leaves the previous model and checkpoint as they were"
+    from rnn_tutorial import cli
+    shutil.copytree(work / "np", work / "full")
+    before = snapshot(work / "full")
+
+    def full_disk(*a, **k): raise OSError(28, "No space left on device")
+    monkeypatch.setattr(cli, "write_npz", full_disk)
+    monkeypatch.chdir(work)
+    args = ["train", "--text", "text.txt", "--backend", "numpy", *TINY, "--steps", "2", "--out", "full", "--overwrite"]
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert err == "rnn-tutorial train: error: --out: cannot write in full: No space left on device; full holds its " \
+                  "last complete save"
+    assert snapshot(work / "full") == before
