@@ -15,13 +15,13 @@ from typing import Callable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 
-from .checks import check_ids, check_int, check_number
+from .checks import check_array, check_choice, check_ids, check_int, check_number, check_seed
 from .data import (Corpus, TBPTTBatches, Vocab, load_corpus,
                                uniform_bits_per_char, unigram_bits_per_char)
 from .numpy_gated import GRU, LSTM
-from .numpy_rnn import (CELL_GATES, SimpleRNN, dense_backward, dense_forward, flatten_tree, gradient_check,
-                                    init_dense_params, softmax_cross_entropy, unflatten_tree)
-from .persist import FormatError, read_npz, write_npz
+from .numpy_rnn import (ACTIVATIONS, CELL_GATES, SimpleRNN, dense_backward, dense_forward, flatten_tree,
+                                    gradient_check, init_dense_params, softmax_cross_entropy, unflatten_tree)
+from .persist import FormatError, read_npz, validate_arrays, validate_meta, write_npz
 
 # %% auto #0
 __all__ = ['NUMPY_CHECKPOINT_FORMAT', 'NUMPY_CHECKPOINT_VERSION', 'NUMPY_MODEL_FORMAT', 'NUMPY_MODEL_VERSION', 'NUMPY_LAYERS',
@@ -55,6 +55,11 @@ def get_data(
     return CharData(corpus.name, vocab, vocab.encode(corpus.train), vocab.encode(corpus.valid))
 
 # %% ../nbs/02_training_numpy.ipynb #bdb5fcc3
+def _input_dim(layer) -> int|None:
+    "The input size a built layer expects: the first axis of its first `kernel` (None if it has no `kernel`)"
+    kernels = [a for k, a in flatten_tree(layer.params).items() if k.rsplit("/", 1)[-1] == "kernel"]
+    return int(np.shape(kernels[0])[0]) if kernels else None
+
 class CharRNN:
     "Next-character model: token ids -> recurrent layer (every step) -> dense layer -> scores over the vocabulary"
     def __init__(self,
@@ -62,12 +67,15 @@ class CharRNN:
                  layer=None, # a layer with the `SimpleRNN` interface, return_sequences=True; default SimpleRNN(256)
                  seed:int=0, # seed of the dense layer's weights (the layer has its own)
                 ):
-        self.vocab_size = check_int("vocab_size", vocab_size)
+        self.vocab_size, self.seed = check_int("vocab_size", vocab_size), check_int("seed", seed, minimum=0)
         self.layer = SimpleRNN(256) if layer is None else layer
         if not getattr(self.layer, "return_sequences", True):
             raise ValueError("layer must have return_sequences=True: the model predicts a character at every step")
         if self.layer.params is None: self.layer.build(self.vocab_size)
-        self.seed = check_int("seed", seed, minimum=0)
+        built_for = _input_dim(self.layer)
+        if built_for not in (None, self.vocab_size):
+            raise ValueError(f"layer must be built for inputs of size vocab_size={self.vocab_size}, "
+                             f"got a layer built for inputs of size {built_for}")
         dtype = next(iter(flatten_tree(self.layer.params).values())).dtype
         self.dense = init_dense_params(self.layer.output_dim, self.vocab_size, self.seed + 1, dtype)
 
@@ -95,6 +103,7 @@ def init_model(
     layer=None, # any recurrent layer with the `SimpleRNN` interface instead of SimpleRNN(units)
 ) -> CharRNN:
     "Step 2: a `CharRNN` with random initial weights"
+    seed = check_int("seed", seed, minimum=0)  # before the layer draws its weights with it
     return CharRNN(vocab_size, SimpleRNN(units, seed=seed, dtype=dtype) if layer is None else layer, seed)
 
 # %% ../nbs/02_training_numpy.ipynb #e5c3cc7b
@@ -477,17 +486,28 @@ class Trainer(TrainerBase):
         return arrays, {"optimizer": {k: v for k, v in opt_state.items() if not isinstance(v, np.ndarray)}}
 
     def restore_arrays(self, arrays:dict, meta:dict, path):
-        "Put back what `checkpoint_arrays` saved; `FormatError` if it does not fit the model"
-        params = {k[len("params/"):]: v for k, v in arrays.items() if k.startswith("params/")}
+        "Put back what `checkpoint_arrays` saved, once all of it is checked; `FormatError` if anything does not fit"
         current = flatten_tree(self.model.params)
-        if set(params) != set(current) or any(params[k].shape != current[k].shape or params[k].dtype != current[k].dtype
-                                               for k in current):
+        params = {k[len("params/"):]: v for k, v in arrays.items() if k.startswith("params/")}
+        if set(params) != set(current) or any(params[k].shape != v.shape for k, v in current.items()):
             raise FormatError(f"{path} holds parameters {sorted((k, v.shape) for k, v in params.items())}, "
-                              f"but the model "
-                              f"has {sorted((k, v.shape) for k, v in current.items())}")
-        for k, v in current.items(): v[...] = params[k]  # in place: the layer objects keep their arrays
-        opt = {k[len("optimizer/"):]: v for k, v in arrays.items() if k.startswith("optimizer/")}
-        self.optimizer.load_state_dict({**meta["optimizer"], **opt})
+                              f"but the model has {sorted((k, v.shape) for k, v in current.items())}")
+        hyper = getattr(self.optimizer, "hyper", ("lr",))
+        opt = validate_meta(meta["optimizer"], {**{h: (_same, getattr(self.optimizer, h)) for h in hyper},
+                                                "t": (check_int, 0)}, path, "checkpoint (field optimizer)")
+        spec = {f"params/{k}": (v.shape, "f") for k, v in current.items()}
+        if opt["t"]:  # the optimizer's arrays exist from its first step on
+            spec.update({f"optimizer/{s}/{k}": (v.shape, "f") for s in getattr(self.optimizer, "slot_names", ())
+                         for k, v in current.items()})
+        checked = validate_arrays({k: v for k, v in arrays.items() if not k.startswith("state/")}, spec, path,
+                                  "checkpoint")
+        for name, a in checked.items():
+            want = current[name.split("/", 2 if name.startswith("optimizer/") else 1)[-1]].dtype
+            if a.dtype != want: raise FormatError(f"{path} is not a valid checkpoint: array {name} must be {want}, "
+                                                  f"like the model's parameters, got {a.dtype}")
+        for k, v in current.items(): v[...] = checked[f"params/{k}"]  # in place: the layer objects keep their arrays
+        self.optimizer.load_state_dict({**opt, **{k[len("optimizer/"):]: v for k, v in checked.items()
+                                                  if k.startswith("optimizer/")}})
 
 def train(
     data:CharData, # from `get_data`
@@ -522,10 +542,23 @@ def predict(
     logits, _, state = forward(model, ids[None].astype(np.int32), state)
     return _softmax(logits[0, -1]), state
 
-def sample_next_id(logits:np.ndarray, temperature:float, top_k:int|None, rng:np.random.Generator) -> int:
+def sample_next_id(
+    logits:np.ndarray, # (V,) scores: finite, or -inf for ids that must never be drawn
+    temperature:float, # >= 0, divides the scores; 0 means the argmax
+    top_k:int|None, # draw among the k largest scores only (None: all)
+    rng:np.random.Generator, # the source of the draw
+) -> int:
     "Sample one id from `logits` (V,) with temperature and top-k; temperature 0 is the argmax"
-    if temperature == 0 or top_k == 1: return int(np.argmax(logits))
-    z = np.asarray(logits, np.float64) / temperature
+    temperature = check_number("temperature", temperature, strict=False)
+    if top_k is not None: top_k = check_int("top_k", top_k)
+    z = np.asarray(logits)
+    if z.ndim != 1 or z.size == 0 or z.dtype.kind not in "iuf" or np.isnan(z).any() or np.isposinf(z).any() \
+            or np.isneginf(z).all():
+        raise ValueError(f"logits must be a non-empty 1-D array of finite scores (or -inf to exclude an id), "
+                         f"got shape {z.shape}, dtype {z.dtype}")
+    if temperature == 0 or top_k == 1: return int(np.argmax(z))
+    with np.errstate(over="ignore"):  # the largest score becomes exactly 0, so a tiny temperature gives -inf, not NaN
+        z = (z.astype(np.float64) - z.max()) / temperature
     if top_k is not None and top_k < z.size:
         z[np.argsort(z)[:-top_k]] = -np.inf  # keep the k largest
     p = _softmax(z)
@@ -587,7 +620,7 @@ def sample_stream(
     prefix = check_ids("prefix_ids", prefix_ids)
     if prefix.size == 0:
         raise ValueError("prefix_ids must hold at least one id (a start token for a decoder), got none")
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(check_seed("seed", seed))
     def gen(state):
         lp, state = read_prefix(step, state, prefix)
         for n in range(length):
@@ -624,13 +657,45 @@ def _state_tree(state, arrays:list):
     arrays.append(np.asarray(state))
     return len(arrays) - 1
 
-def _state_from_tree(tree, arrays:dict):
-    "The state `_state_tree` described, nested as it was, from the checkpoint's `state/i` arrays"
+def _state_from_tree(tree, leaf:Callable):
+    "The state `_state_tree` described, nested as it was, with `leaf(i)` (the array `state/i`) at each index"
     if tree is None: return None
-    if isinstance(tree, int): return arrays[f"state/{tree}"]
+    if isinstance(tree, int): return leaf(tree)
     (kind, parts), = tree.items()
-    parts = [_state_from_tree(t, arrays) for t in parts]
+    parts = [_state_from_tree(t, leaf) for t in parts]
     return tuple(parts) if kind == "tuple" else parts
+
+def _check_state_tree(name:str, tree, depth:int=0):
+    "`tree` if it is what `_state_tree` writes (None, an index, or {'tuple'|'list': [trees]}, at most 16 deep)"
+    if tree is None or (type(tree) is int and tree >= 0): return tree
+    if depth < 16 and isinstance(tree, dict) and len(tree) == 1 and next(iter(tree)) in ("tuple", "list") \
+            and isinstance(parts := next(iter(tree.values())), list):
+        for t in parts: _check_state_tree(name, t, depth + 1)
+        return tree
+    raise ValueError(f"{name} must be null, an index >= 0, or {{'tuple' or 'list': [...]}} at most 16 deep, "
+                     f"got {str(tree)[:80]}")
+
+def _is_number(v) -> bool: return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+def _check_log(name:str, log) -> dict:
+    "`log` if it is a trainer's log: {'train': [[step, loss, norm], ...], 'valid': [[step, loss], ...]}"
+    def rows(key, n):
+        return isinstance(log[key], list) and all(isinstance(r, list) and len(r) == n and type(r[0]) is int
+                                                  and all(map(_is_number, r[1:])) for r in log[key])
+    if not (isinstance(log, dict) and set(log) == {"train", "valid"} and rows("train", 3) and rows("valid", 2)):
+        raise ValueError(f"{name} must be {{'train': [[step, loss, norm], ...], 'valid': [[step, loss], ...]}}")
+    return log
+
+def _same(name:str, value, expected):
+    "`value` if it equals `expected` and has its type, else a `ValueError` naming `name`"
+    if type(value) is not type(expected) or value != expected:
+        raise ValueError(f"{name} must be {expected!r}, as in this run, got {value!r}")
+    return value
+
+def _unchecked(name:str, value): return value
+
+_CHECKPOINT_FIELDS = {"config": dict, "step": (check_int, 0), "epoch": (check_int, 0), "k": (check_int, 0),
+                      "offset": (check_int, 0), "state": (_check_state_tree,), "rng": dict, "log": (_check_log,)}
 
 def save_checkpoint(
     path:str|os.PathLike, # destination file, conventionally ending in .npz
@@ -650,52 +715,80 @@ def read_checkpoint(
     path:str|os.PathLike, # a file written by `save_checkpoint`
     fmt:str=NUMPY_CHECKPOINT_FORMAT, # the format expected (the trainer's `checkpoint_format`)
     version:int=NUMPY_CHECKPOINT_VERSION, # and its version
+    backend:dict|None=None, # the schema of the backend's own fields, as `validate_meta` takes it (None: not checked)
 ) -> tuple: # (arrays, meta): the arrays by name and the JSON metadata
-    "Read a checkpoint without unpickling anything; `FileNotFoundError`, or `FormatError` for a damaged or foreign file"
-    return read_npz(path, fmt, version, "checkpoint")
+    "Read a checkpoint, never unpickling, its fields checked; `FileNotFoundError`, or `FormatError` naming the field"
+    arrays, meta = read_npz(path, fmt, version, "checkpoint")
+    meta = {k: v for k, v in meta.items() if k not in ("format", "version")}
+    other = {k: (_unchecked,) for k in meta if k not in _CHECKPOINT_FIELDS} if backend is None else backend
+    fields = validate_meta(meta, {**_CHECKPOINT_FIELDS, **other}, path, "checkpoint")
+    return arrays, {"format": fmt, "version": version, **fields}
 
 def load_checkpoint(
     path:str|os.PathLike, # a file written by `save_checkpoint`
     trainer:TrainerBase, # a trainer built with the same configuration and data; its state is replaced
 ) -> TrainerBase:
     "Restore `trainer` to the saved run, so that continuing it gives exactly what the uninterrupted run gives"
-    arrays, meta = read_checkpoint(path, trainer.checkpoint_format, trainer.checkpoint_version)
+    backend = {k: type(v) for k, v in trainer.checkpoint_arrays()[1].items()}  # the fields this backend writes
+    arrays, meta = read_checkpoint(path, trainer.checkpoint_format, trainer.checkpoint_version, backend)
     saved, now = meta["config"], trainer.config()
-    diff = [k for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k)]
+    diff = [k for k in sorted(set(saved) | set(now), key=str) if saved.get(k) != now.get(k)]
     if diff: raise FormatError(f"{path} was saved by a different run: " + "; ".join(
-        f"{k} is {now.get(k)!r} here, {saved.get(k)!r} in the checkpoint" for k in diff))
-    trainer.restore_arrays(arrays, meta, path)
-    trainer.state = _state_from_tree(meta["state"], arrays)
+        f"{k} is {now.get(k)!r} here, {repr(saved.get(k))[:80]} in the checkpoint" for k in diff))
+    def bad(message): return FormatError(f"{path} is not a valid checkpoint: {message}")
+    if len(meta["log"]["train"]) != meta["step"]:
+        raise bad(f"field step is {meta['step']}, but its log holds {len(meta['log']['train'])} steps")
+    if meta["offset"] >= trainer.seq_len: raise bad(f"field offset must be < seq_len={trainer.seq_len}, "
+                                                    f"got {meta['offset']}")
+    try: batches = TBPTTBatches(trainer.train_ids, trainer.batch_size, trainer.seq_len, meta["offset"])
+    except ValueError as e: raise bad(f"field offset {meta['offset']} does not fit the data: {e}") from None
+    if meta["k"] > len(batches): raise bad(f"field k must be <= {len(batches)} windows, got {meta['k']}")
+    states, used = {k: v for k, v in arrays.items() if k.startswith("state/")}, set()
+    def leaf(i):
+        "The carried state's array `state/i`, checked: (batch_size, n), finite floats, used once"
+        name = f"state/{i}"
+        if name not in states or name in used: raise bad(f"field state names the array {name}, missing or used twice")
+        used.add(name)
+        try: return check_array(name, states[name], (trainer.batch_size, "n"))
+        except ValueError as e: raise bad(f"array {e}") from None
+    state = _state_from_tree(meta["state"], leaf)
+    if set(states) - used: raise bad(f"arrays {sorted(set(states) - used)} are not part of the state")
+    rng = np.random.Generator(type(trainer.rng.bit_generator)())
+    try: rng.bit_generator.state = meta["rng"]
+    except (KeyError, TypeError, ValueError, OverflowError) as e:
+        raise bad(f"field rng is not a {type(rng.bit_generator).__name__} state ({e})") from None
+    trainer.restore_arrays(arrays, meta, path)  # the backend checks its arrays before it changes anything
+    trainer.state, trainer.rng, trainer.batches, trainer.log = state, rng, batches, meta["log"]
     trainer.step, trainer.epoch, trainer.k, trainer.offset = meta["step"], meta["epoch"], meta["k"], meta["offset"]
-    trainer.rng.bit_generator.state = meta["rng"]
-    trainer.batches = TBPTTBatches(trainer.train_ids, trainer.batch_size, trainer.seq_len, trainer.offset)
-    trainer.log = meta["log"]
     return trainer
+
 
 # %% ../nbs/02_training_numpy.ipynb #41dc7d38
 NUMPY_MODEL_FORMAT, NUMPY_MODEL_VERSION = "rnn-tutorial.numpy-char-model", 1
 NUMPY_LAYERS = {"rnn": SimpleRNN, "lstm": LSTM,
                 "gru": GRU}  # cell kind -> the NumPy layer class; the kinds of CELL_GATES
 assert set(NUMPY_LAYERS) == set(CELL_GATES)
-_LAYER_FIELDS = {"units": int, "activation": str, "return_sequences": bool, "seed": int, "dtype": str,
-                 "unit_forget_bias": bool}  # the type of every field a layer's get_config() may hold
+_LAYER_FIELDS = {"units": (check_int, 1), "activation": (check_choice, tuple(ACTIVATIONS)), "return_sequences": bool,
+                 "seed": (check_seed,), "dtype": (check_choice, ("float16", "float32", "float64")),
+                 "unit_forget_bias": bool}  # the check of every field a layer's get_config() may hold
+_MODEL_FIELDS = {"layer": (check_choice, tuple(c.__name__ for c in NUMPY_LAYERS.values())), "layer_config": dict,
+                 "vocab_size": (check_int, 1), "seed": (check_int, 0), "vocab": dict}  # a model file's other fields
 
-def _layer_from_config(path, name, config):
-    "The layer `save_model` described (class `name`, `config`), from `NUMPY_LAYERS` only; else `FormatError`"
-    classes = {cls.__name__: cls for cls in NUMPY_LAYERS.values()}
-    if name not in classes:
-        raise FormatError(f"{path}: layer must be one of {sorted(classes)}, got {name!r}")
-    if not isinstance(config, dict): raise FormatError(f"{path}: layer_config must be a JSON object, got {config!r}")
-    expected = set(classes[name](1).get_config())
-    for key in sorted(expected ^ set(config)):
-        raise FormatError(f"{path}: layer_config of a {name} must have the fields {sorted(expected)}, "
-                          f"{'lacks' if key in expected else 'has the unknown field'} {key!r}")
-    for key, value in config.items():
-        kind = _LAYER_FIELDS[key]
-        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            raise FormatError(f"{path}: layer_config field {key!r} must be a {kind.__name__}, got {value!r}")
-    try: return classes[name](**config)
-    except ValueError as e: raise FormatError(f"{path}: layer_config does not make a {name}: {e}") from e
+def _layer_from_config(path, meta:dict, arrays:dict):
+    "The unbuilt layer `meta` describes: its class from `NUMPY_LAYERS` only, its configuration checked against `arrays`"
+    (kind, cls), = [(k, c) for k, c in NUMPY_LAYERS.items() if c.__name__ == meta["layer"]]
+    config = validate_meta(meta["layer_config"], {k: _LAYER_FIELDS[k] for k in cls(1).get_config()}, path,
+                           "model file (field layer_config)")
+    if config["return_sequences"] is not True:
+        raise FormatError(f"{path} is not a valid model file: field layer_config: return_sequences must be true, "
+                          f"got {config['return_sequences']!r}")
+    V, H = meta["vocab_size"], config["units"]
+    for key, shape in (("params/rnn/kernel", (V, CELL_GATES[kind] * H)),
+                       ("params/rnn/recurrent_kernel", (H, CELL_GATES[kind] * H))):  # before anything is allocated
+        if np.shape(arrays.get(key)) != shape:
+            raise FormatError(f"{path} is not a valid model file: array {key} must have shape {shape} for {H} units "
+                              f"and {V} characters, got {np.shape(arrays.get(key)) if key in arrays else 'none'}")
+    return cls(**config)
 
 def save_model(
     path:str|os.PathLike, # destination file, conventionally ending in .npz
@@ -708,6 +801,8 @@ def save_model(
     if type(model.layer) not in NUMPY_LAYERS.values():
         raise ValueError(f"model.layer must be one of {[c.__name__ for c in NUMPY_LAYERS.values()]}, "
                          f"got {type(model.layer).__name__}")
+    bad = [k for k, v in flatten_tree(model.params).items() if not np.isfinite(v).all()]
+    if bad: raise ValueError(f"model must have finite parameters, got NaN or infinite values in {bad}")
     meta = {"format": NUMPY_MODEL_FORMAT, "version": NUMPY_MODEL_VERSION, "layer": type(model.layer).__name__,
             "layer_config": model.layer.get_config(), "vocab_size": model.vocab_size, "seed": model.seed,
             "vocab": vocab.to_dict()}
@@ -717,19 +812,20 @@ def load_model(
     path:str|os.PathLike, # a file written by `save_model`
 ) -> tuple: # (model, vocab)
     "Load a model saved by `save_model`, never unpickling; `FileNotFoundError`, or `FormatError` naming the field"
-    arrays, meta = read_npz(path, NUMPY_MODEL_FORMAT, NUMPY_MODEL_VERSION, "model file")
-    for key, kind in (("vocab_size", int), ("seed", int), ("vocab", dict), ("layer", str)):
-        if not isinstance(meta.get(key),
-                          kind): raise FormatError(f"{path}: {key} must be a {kind.__name__}, got {meta.get(key)!r}")
-    layer = _layer_from_config(path, meta["layer"], meta.get("layer_config"))
-    try:
-        model = CharRNN(meta["vocab_size"], layer, meta["seed"])
-        vocab = Vocab.from_dict(meta["vocab"])
-    except (KeyError, TypeError,
-            ValueError) as e: raise FormatError(f"{path}: the model or vocabulary is inconsistent: {e}") from e
-    params = {k[len("params/"):]: v for k, v in arrays.items() if k.startswith("params/")}
-    current = flatten_tree(model.params)
-    if sorted(current) != sorted(params) or any(current[k].shape != v.shape for k, v in params.items()):
-        raise FormatError(f"{path}: the saved parameters do not fit a {meta['layer']} with {meta['layer_config']}")
-    model.params = unflatten_tree(params)
+    arrays, meta = read_npz(path, NUMPY_MODEL_FORMAT, NUMPY_MODEL_VERSION, "model file", schema=_MODEL_FIELDS)
+    try: vocab = Vocab.from_dict(meta["vocab"])
+    except ValueError as e: raise FormatError(f"{path} is not a valid model file: field vocab: {e}") from None
+    if len(vocab) != meta["vocab_size"]:
+        raise FormatError(f"{path} is not a valid model file: field vocab has {len(vocab)} characters, "
+                          f"but field vocab_size is {meta['vocab_size']}")
+    model = CharRNN(meta["vocab_size"], _layer_from_config(path, meta, arrays), meta["seed"])  # random weights...
+    expected = flatten_tree(model.params)
+    checked = validate_arrays(arrays, {f"params/{k}": (v.shape, "f") for k, v in expected.items()}, path,
+                              "model file")
+    for k, v in expected.items():
+        if checked[f"params/{k}"].dtype != v.dtype:
+            raise FormatError(f"{path} is not a valid model file: array params/{k} must be {v.dtype}, as field "
+                              f"layer_config says, got {checked[f'params/{k}'].dtype}")
+    model.params = unflatten_tree({k: checked[f"params/{k}"] for k in expected})  # ...replaced by the file's
     return model, vocab
+

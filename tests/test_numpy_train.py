@@ -1,9 +1,12 @@
 """The NumPy training chapter (`rnn_tutorial.numpy_train`): optimizers, clipping, the trainer, exact resume,
 sampling, saving, bad input."""
+import json
 import math
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from rnn_tutorial.data import Corpus, Vocab
 from rnn_tutorial.numpy_gated import GRU, LSTM
@@ -454,30 +457,144 @@ def test_save_and_load_model(tmp_path):
         save_model(tmp_path / "m2.npz", model, Vocab("ab"))
 
 
-@pytest.mark.parametrize("change, message", [
-    (dict(layer="system"), "layer must be one of \\['GRU', 'LSTM', 'SimpleRNN'\\], got 'system'"),
-    (dict(layer="Optimizer"), "layer must be one of"),
-    (dict(layer_config={"units": 12, "seed": 0}), "lacks 'activation'"),
-    (dict(layer_config="units=12"), "layer_config must be a JSON object"),
-    (dict(extra={"__class__": "x"}), "has the unknown field '__class__'"),
-    (dict(extra={"units": "12"}), "field 'units' must be a int, got '12'"),
-    (dict(extra={"return_sequences": 1}), "field 'return_sequences' must be a bool"),
-    (dict(extra={"units": True}), "field 'units' must be a int, got True"),
-    (dict(extra={"units": 0}), "layer_config does not make a SimpleRNN: units must be an integer >= 1"),
-    (dict(vocab_size="28"), "vocab_size must be a int"),
-])
-def test_load_model_builds_only_known_layers(tmp_path, change, message):
-    "The layer named by the file is looked up in an explicit table, its configuration checked field by field"
+MODEL_CHANGES = [  # (what a crafted model file changes, the message): the layer is named in the file's metadata
+    (dict(layer="save_params"), "field layer must be one of 'SimpleRNN', 'LSTM', 'GRU', got 'save_params'"),
+    (dict(layer="__import__"), "field layer must be one of"),
+    (dict(layer="os.system"), "field layer must be one of"),
+    (dict(layer="Optimizer"), "field layer must be one of"),
+    (dict(layer=["SimpleRNN"]), "field layer must be one of"),
+    (dict(layer_config="units=12"), "field layer_config must be of type dict"),
+    (dict(drop="activation"), "model file .field layer_config.: field 'activation' is missing"),
+    (dict(extra={"__class__": "x"}), "unknown field.s. '__class__'"),
+    (dict(extra={"units": "12"}), "field units must be an integer >= 1, got '12'"),
+    (dict(extra={"units": True}), "field units must be an integer >= 1, got True"),
+    (dict(extra={"units": 0}), "field units must be an integer >= 1, got 0"),
+    (dict(extra={"units": 10**9}), r"array params/rnn/kernel must have shape \(28, 1000000000\)"),
+    (dict(extra={"return_sequences": 1}), "field return_sequences must be of type bool"),
+    (dict(extra={"return_sequences": False}), "return_sequences must be true"),
+    (dict(extra={"activation": "os.system"}), "field activation must be one of 'tanh', 'sigmoid', 'relu'"),
+    (dict(extra={"dtype": "object"}), "field dtype must be one of"),
+    (dict(extra={"dtype": "float64"}), "array params/rnn/kernel must be float64, as field layer_config says"),
+    (dict(extra={"seed": -1}), "field seed must be None or a non-negative integer"),
+    (dict(vocab_size="28"), "field vocab_size must be an integer >= 1, got '28'"),
+    (dict(vocab_size=29), "field vocab has 28 characters, but field vocab_size is 29"),
+    (dict(vocab=Vocab("abc").to_dict(), vocab_size=3), r"array params/rnn/kernel must have shape \(3, 12\)"),
+    (dict(vocab={"format": "rnn-tutorial.vocab", "version": 1, "chars": "ba", "unknown": None}), "field vocab: "),
+    (dict(vocab="abc"), "field vocab must be of type dict"),
+    (dict(seed=-2), "field seed must be an integer >= 0, got -2"),
+    (dict(seed=None), "field seed must be an integer >= 0, got None"),
+    (dict(top="missing"), "field 'vocab_size' is missing"),
+    (dict(top="unknown"), "unknown field.s. 'callback'"),
+]
+
+
+@pytest.mark.parametrize("change, message", MODEL_CHANGES, ids=[str(c) for c, _ in MODEL_CHANGES])
+def test_load_model_refuses_crafted_metadata(tmp_path, change, message):
+    "The layer named by the file is looked up in an explicit table, every field checked; anything else is a FormatError"
     path = tmp_path / "m.npz"
     save_model(path, init_model(V, units=12), VOCAB)
     arrays, meta = read_npz(path, NUMPY_MODEL_FORMAT, noun="model file")
     change = dict(change)
     meta["layer_config"] = {**meta["layer_config"], **change.pop("extra", {})}
+    meta["layer_config"].pop(change.pop("drop", None), None)
+    top = change.pop("top", None)
+    if top == "missing": del meta["vocab_size"]
+    if top == "unknown": meta["callback"] = "os.system"
     meta.update(change)
     write_npz(path, arrays, meta)
     with pytest.raises(FormatError, match=message) as e:
         load_model(path)
-    assert str(e.value).startswith(f"{path}: ")
+    assert str(e.value).startswith(f"{path} is not a valid model file") and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("name, array, message", [
+    ("params/rnn/kernel", np.full((V, 12), np.nan, np.float32), "params/rnn/kernel must be finite"),
+    ("params/dense/bias", np.array([np.inf] * V, np.float32), "params/dense/bias must be finite"),
+    ("params/dense/kernel", np.zeros((12, V + 1), np.float32), r"params/dense/kernel must have shape \(12, 28\)"),
+    ("params/rnn/recurrent_kernel", np.zeros((12, 12), np.int32), "must be a floating-point array"),
+    ("params/rnn/bias", np.zeros(12, np.float64), "params/rnn/bias must be float32"),
+    ("params/extra", np.zeros(2, np.float32), "unknown array.s. 'params/extra'"),
+    ("params/rnn/bias", None, "array.s. 'params/rnn/bias' missing"),
+])
+def test_load_model_checks_arrays_against_the_configuration(tmp_path, name, array, message):
+    path = tmp_path / "m.npz"
+    save_model(path, init_model(V, units=12), VOCAB)
+    arrays, meta = read_npz(path, NUMPY_MODEL_FORMAT, noun="model file")
+    if array is None: del arrays[name]
+    else: arrays[name] = array
+    write_npz(path, arrays, meta)
+    with pytest.raises(FormatError, match=message):
+        load_model(path)
+
+
+def test_a_crafted_model_file_cannot_call_import_or_write(tmp_path, monkeypatch):
+    """Loading files that name functions records no import, exec, process or file opened for writing (NumPy reads
+    .npy headers with ast.literal_eval, which compiles a literal: that is not recorded)"""
+    events, recording = [], [False]
+    def hook(event, args):
+        if recording[0] and (event in ("import", "os.system", "subprocess.Popen", "os.exec", "os.posix_spawn",
+                                       "os.remove", "os.rename", "shutil.rmtree", "exec")
+                             or (event == "open" and (len(args) < 2 or args[1] not in ("r", "rb", None)))):
+            events.append((event, args))
+    import sys
+    sys.addaudithook(hook)  # stays for the process; inert unless recording
+    save_model(tmp_path / "good.npz", init_model(V, units=6), VOCAB)
+    load_model(tmp_path / "good.npz")  # warm up: every module the loader needs is imported now
+    arrays, meta = read_npz(tmp_path / "good.npz", NUMPY_MODEL_FORMAT, noun="model file")
+    crafted = []
+    for i, layer in enumerate(["save_params", "__import__", "os.system", "eval", "SimpleRNN"]):
+        config = {**meta["layer_config"], "units": 6} if layer == "SimpleRNN" else meta["layer_config"]
+        extra = {"dtype": "numpy.ctypeslib"} if layer == "SimpleRNN" else {}
+        write_npz(tmp_path / f"c{i}.npz", arrays, {**meta, "layer": layer, "layer_config": {**config, **extra}})
+        crafted.append(tmp_path / f"c{i}.npz")
+    before = sorted(tmp_path.iterdir())
+    recording[0] = True
+    try:
+        for path in crafted:
+            with pytest.raises(FormatError):
+                load_model(path)
+    finally:
+        recording[0] = False
+    assert events == [] and sorted(tmp_path.iterdir()) == before
+
+
+def test_load_model_accepts_every_layer_it_saves(tmp_path):
+    for layer in (SimpleRNN(5, activation="relu", seed=3), LSTM(5, unit_forget_bias=False), GRU(5, dtype="float64")):
+        model = init_model(V, layer=layer)
+        save_model(tmp_path / "m.npz", model, VOCAB)
+        loaded, vocab = load_model(tmp_path / "m.npz")
+        assert loaded.layer.get_config() == layer.get_config() and vocab == VOCAB
+        pa, pb = flatten_tree(model.params), flatten_tree(loaded.params)
+        assert all(np.array_equal(pa[k], pb[k]) and pa[k].dtype == pb[k].dtype for k in pa)
+
+
+def test_save_model_refuses_non_finite_weights(tmp_path):
+    model = init_model(V, units=4)
+    model.params["rnn"]["bias"][0] = np.nan
+    with pytest.raises(ValueError, match=r"model must have finite parameters, got NaN or infinite values in \['rnn/b"):
+        save_model(tmp_path / "m.npz", model, VOCAB)
+    assert not (tmp_path / "m.npz").exists()
+
+
+JSON = st.recursive(st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats() | st.text(max_size=8),
+                    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+                    max_leaves=8)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(field=st.sampled_from(["layer", "layer_config", "vocab_size", "seed", "vocab", "units", "activation", "dtype",
+                              "return_sequences", "new"]), value=JSON)
+def test_fuzz_model_metadata(tmp_path, field, value):
+    "Any JSON in any field: the load succeeds or raises FormatError, nothing else"
+    path = tmp_path / "m.npz"
+    if not path.exists(): save_model(path, init_model(V, units=4), VOCAB)
+    arrays, meta = read_npz(path, NUMPY_MODEL_FORMAT, noun="model file")
+    meta = json.loads(json.dumps(meta))
+    if field in ("units", "activation", "dtype", "return_sequences"): meta["layer_config"][field] = value
+    else: meta[field] = value
+    write_npz(tmp_path / "f.npz", arrays, meta)
+    try: load_model(tmp_path / "f.npz")
+    except FormatError: pass
 
 
 def test_load_model_gated_layers(tmp_path):
@@ -504,3 +621,136 @@ def test_adam_ignores_a_constant_rescaling_of_the_gradients():
         oa.step(a, {"w": g.copy()})
         ob.step(b, {"w": 1000 * g})
     np.testing.assert_allclose(a["w"], b["w"], rtol=1e-9, atol=1e-12)
+
+
+def checkpoint_meta(path):
+    arrays, meta = read_npz(path, "rnn-tutorial.numpy-train-checkpoint", 2, "checkpoint")
+    return arrays, json.loads(json.dumps(meta))
+
+
+CHECKPOINT_CHANGES = [  # (a change to a valid checkpoint's metadata, the message)
+    (lambda m: m.update(step=-1), "field step must be an integer >= 0, got -1"),
+    (lambda m: m.update(step="3"), "field step must be an integer >= 0, got '3'"),
+    (lambda m: m.update(step=2), "field step is 2, but its log holds 3 steps"),
+    (lambda m: m.update(epoch=1.5), "field epoch must be an integer >= 0"),
+    (lambda m: m.update(k=True), "field k must be an integer >= 0, got True"),
+    (lambda m: m.update(k=10**6), "field k must be <= 11 windows"),
+    (lambda m: m.update(offset=25), "field offset must be < seq_len=25"),
+    (lambda m: m.pop("rng"), "field 'rng' is missing"),
+    (lambda m: m.update(extra=1), "unknown field.s. 'extra'"),
+    (lambda m: m.update(config=[1]), "field config must be of type dict"),
+    (lambda m: m.update(rng={"bit_generator": "MT19937"}), "field rng is not a PCG64 state"),
+    (lambda m: m["rng"]["state"].update(state="x"), "field rng is not a PCG64 state"),
+    (lambda m: m.update(state={"tuple": [0, 7]}), "field state names the array state/7, missing or used twice"),
+    (lambda m: m.update(state={"tuple": [0, 0]}), "field state names the array state/0, missing or used twice"),
+    (lambda m: m.update(state={"eval": [0]}), "field state must be null, an index >= 0"),
+    (lambda m: m.update(state=None), r"arrays \['state/0'\] are not part of the state"),
+    (lambda m: m.update(log={"train": []}), "field log must be"),
+    (lambda m: m["log"]["train"][0].__setitem__(1, "x"), "field log must be"),
+    (lambda m: m.update(optimizer=[]), "field optimizer must be of type dict"),
+    (lambda m: m["optimizer"].update(lr=10.0), "field optimizer.: field lr must be 0.05, as in this run, got 10.0"),
+    (lambda m: m["optimizer"].pop("t"), "field 't' is missing"),
+    (lambda m: m["optimizer"].update(t=-3), "field t must be an integer >= 0"),
+    (lambda m: m["optimizer"].update(__class__="x"), "unknown field.s. '__class__'"),
+]
+
+
+@pytest.mark.parametrize("change, message", CHECKPOINT_CHANGES, ids=[m for _, m in CHECKPOINT_CHANGES])
+def test_load_checkpoint_refuses_bad_metadata(tmp_path, change, message):
+    "Wrong types, negative or inconsistent numbers, missing or unknown fields: a FormatError naming file and field"
+    path = tmp_path / "c.npz"
+    make_trainer().fit(3, checkpoint=path)
+    arrays, meta = checkpoint_meta(path)
+    change(meta)
+    write_npz(path, arrays, meta)
+    trainer = make_trainer(weights_seed=1)
+    before = {k: v.copy() for k, v in flatten_tree(trainer.model.params).items()}
+    with pytest.raises(FormatError, match=message) as e:
+        load_checkpoint(path, trainer)
+    assert str(e.value).startswith(str(path)) and "\n" not in str(e.value)
+    assert trainer.step == 0 and trainer.log == {"train": [], "valid": []} and trainer.state is None
+    assert all(np.array_equal(v, before[k]) for k, v in flatten_tree(trainer.model.params).items())
+
+
+@pytest.mark.parametrize("name, array, message", [
+    ("state/0", np.full((4, 16), np.nan, np.float32), "array state/0 must be finite"),
+    ("state/0", np.zeros((3, 16), np.float32), r"array state/0 must have shape \(4, n\)"),
+    ("params/rnn/kernel", np.full((V, 16), np.inf, np.float32), "params/rnn/kernel must be finite"),
+    ("params/dense/bias", np.zeros(V, np.float64), "array params/dense/bias must be float32"),
+    ("optimizer/m/rnn/bias", np.zeros(16, np.float32), "unknown array.s. .optimizer/m/rnn/bias."),
+    ("code", np.zeros(1, np.float32), "unknown array.s. 'code'"),
+])
+def test_load_checkpoint_checks_arrays(tmp_path, name, array, message):
+    path = tmp_path / "c.npz"
+    make_trainer().fit(3, checkpoint=path)
+    arrays, meta = checkpoint_meta(path)
+    arrays[name] = array
+    write_npz(path, arrays, meta)
+    trainer = make_trainer(weights_seed=1)
+    before = {k: v.copy() for k, v in flatten_tree(trainer.model.params).items()}
+    with pytest.raises(FormatError, match=message):
+        load_checkpoint(path, trainer)
+    assert all(np.array_equal(v, before[k]) for k, v in flatten_tree(trainer.model.params).items())
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(field=st.sampled_from(["config", "step", "epoch", "k", "offset", "state", "rng", "log", "optimizer", "new"]),
+       value=JSON)
+def test_fuzz_checkpoint_metadata(tmp_path, field, value):
+    "Any JSON in any field of a checkpoint: the load succeeds or raises FormatError, nothing else"
+    path = tmp_path / "c.npz"
+    if not path.exists(): make_trainer().fit(2, checkpoint=path)
+    arrays, meta = checkpoint_meta(path)
+    meta[field] = value
+    write_npz(tmp_path / "f.npz", arrays, meta)
+    try: load_checkpoint(tmp_path / "f.npz", make_trainer())
+    except FormatError: pass
+
+
+def test_tiny_temperatures_are_greedy():
+    "logits / temperature overflows: the draw is among the largest scores (ties split), never the last id or NaN"
+    z = np.array([0.0, 7e8, 7e8, -1e9, 3.0])
+    for t in (1e-300, 1e-320):
+        assert {sample_next_id(z, t, None, np.random.default_rng(s)) for s in range(50)} == {1, 2}
+    z = np.array([1.0, 5.0, 2.0, -1e12, 4.0])
+    for t in (1e-300, 1e-320, 1e-12):
+        assert all(sample_next_id(z, t, k, np.random.default_rng(s)) == 1 for s in range(20) for k in (None, 3))
+    assert sample_next_id(np.array([2.0, -np.inf, 1.0]), 1e-300, None, np.random.default_rng(0)) == 0
+
+
+@pytest.mark.parametrize("temperature, logits, message", [
+    (-1.0, [1.0, 2.0], "temperature must be a finite number >= 0.0, got -1.0"),
+    (float("nan"), [1.0, 2.0], "temperature must be a finite number >= 0"),
+    (float("inf"), [1.0, 2.0], "temperature must be a finite number >= 0"),
+    ("1", [1.0, 2.0], "temperature must be a finite number >= 0"),
+    (1.0, [1.0, float("nan")], "logits must be a non-empty 1-D array of finite scores"),
+    (1.0, [float("inf"), 1.0], "logits must be a non-empty 1-D array of finite scores"),
+    (1.0, [-float("inf")] * 2, "logits must be a non-empty 1-D array of finite scores"),
+    (1.0, [], "logits must be a non-empty 1-D array of finite scores"),
+    (1.0, [[1.0, 2.0]], "logits must be a non-empty 1-D array of finite scores"),
+])
+def test_sample_next_id_bad_input(temperature, logits, message):
+    with pytest.raises(ValueError, match=message):
+        sample_next_id(np.array(logits), temperature, None, np.random.default_rng(0))
+
+
+def test_char_rnn_refuses_a_layer_built_for_another_input_size():
+    with pytest.raises(ValueError, match=f"layer must be built for inputs of size vocab_size={V}, got a layer "
+                                         f"built for inputs of size {V + 3}"):
+        CharRNN(V, SimpleRNN(8).build(V + 3))
+    with pytest.raises(ValueError, match="layer must be built for inputs of size"):
+        CharRNN(V, StackedRNN([GRU(4), LSTM(4)]).build(V - 1))
+    assert CharRNN(V, StackedRNN([GRU(4), LSTM(4)]).build(V)).count_params() > 0
+
+
+@pytest.mark.parametrize("seed", [-1, 1.5, "0", True, None])
+def test_seeds_get_our_message(seed):
+    with pytest.raises(ValueError, match=f"seed must be an integer >= 0, got {seed!r}"):
+        init_model(V, units=4, seed=seed)
+    with pytest.raises(ValueError, match="seed must be an integer >= 0"):
+        CharRNN(V, SimpleRNN(4), seed=seed)
+    with pytest.raises(ValueError, match="seed must be an integer >= 0"):
+        Trainer(init_model(V, units=4), IDS, batch_size=2, seq_len=5, seed=seed)
+    if seed is not None:
+        with pytest.raises(ValueError, match=f"seed must be None or a non-negative integer, got {seed!r}"):
+            sample(init_model(V, units=4), VOCAB, "the", 3, seed=seed)
