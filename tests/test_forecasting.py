@@ -1,11 +1,12 @@
-("Forecasting (`rnn_tutorial.apps.forecasting`): least squares recovers known AR coefficients, metrics, shapes and "
- "every bad-input error.")
+("Forecasting (`rnn_tutorial.apps.forecasting`): least squares recovers known AR coefficients, metrics, shapes, "
+ "every bad-input error, the seeded Mackey-Glass generator, AR order selection, and a short version of the chapter's "
+ "GRU win on Mackey-Glass.")
 import numpy as np
 import pytest
 
 from rnn_tutorial.apps.forecasting import (LinearAR, TimeLimit, fit_linear_ar, forecast_metrics, forecast_rnn,
-                                           predict_linear_ar, return_windows)
-from rnn_tutorial.data import load_series, windows
+                                           mackey_glass, predict_linear_ar, return_windows, select_ar_order)
+from rnn_tutorial.data import load_series, persistence_forecast, split_series, windows
 from rnn_tutorial.tf_setup import configure_tensorflow, import_tensorflow, quiet_stderr
 
 tf, keras = import_tensorflow()
@@ -157,3 +158,77 @@ def test_gru_learns_an_ar_process_and_time_limit_stops():
         h = model.fit(Xf[..., None], yf, epochs=50, verbose=0, callbacks=[limit])
     assert limit.stopped_early and len(h.history["loss"]) == 1
     with pytest.raises(ValueError, match="seconds must be a finite number >= 0.0"): TimeLimit(-1)
+
+
+def test_persistence_by_hand():
+    X, y = windows(np.array([1.0, 2, 4, 8, 16]), 2, 2)  # windows [1, 2] and [2, 4]; targets 8 and 16
+    np.testing.assert_array_equal(persistence_forecast(X), [2.0, 4.0])
+    assert forecast_metrics(y, persistence_forecast(X)) == {"mse": (36 + 144) / 2, "mae": 9.0, "n": 2}
+
+
+def test_mackey_glass_is_seeded_and_deterministic():
+    a = mackey_glass(300, noise=0.02, seed=3)
+    assert a.shape == (300,) and a.dtype == np.float64
+    np.testing.assert_array_equal(a, mackey_glass(300, noise=0.02, seed=3))  # bit for bit
+    assert np.abs(a - mackey_glass(300, noise=0.02, seed=4)).max() > 0.3  # another seed, another trajectory
+    clean = mackey_glass(300, seed=3)
+    assert 0.2 < clean.min() and clean.max() < 1.5 and clean.std() > 0.15  # an oscillation in the attractor's range
+    np.testing.assert_allclose((a - clean).std(), 0.02, rtol=0.2)  # the noise sits on the same trajectory
+    np.testing.assert_array_equal(mackey_glass(100, seed=3), clean[:100])  # a shorter series is a prefix
+
+
+def test_mackey_glass_follows_the_euler_step():
+    "Sampled at every Euler step, the series obeys x[k+1] = x[k] + dt (0.2 x[k-lag] / (1 + x[k-lag]^10) - 0.1 x[k])"
+    dt, tau = 0.1, 17.0
+    x = mackey_glass(1000, tau=tau, sample_every=dt, dt=dt, burn_in=0.0, seed=5)
+    lag = round(tau / dt)
+    d = x[:-lag - 1]
+    np.testing.assert_allclose(x[lag + 1:] - x[lag:-1], dt * (0.2 * d / (1 + d ** 10) - 0.1 * x[lag:-1]),
+                               rtol=1e-9, atol=1e-13)
+
+
+def test_mackey_glass_errors():
+    with pytest.raises(ValueError, match="n must be an integer >= 1, got 0"): mackey_glass(0)
+    with pytest.raises(ValueError, match="tau must be a finite number > 0.0"): mackey_glass(10, tau=0)
+    with pytest.raises(ValueError, match="sample_every must be a finite number > 0.0"): mackey_glass(10,
+        sample_every=float("nan"))
+    with pytest.raises(ValueError, match="noise must be a finite number >= 0.0"): mackey_glass(10, noise=-0.1)
+    with pytest.raises(ValueError, match="burn_in must be a finite number >= 0.0"): mackey_glass(10, burn_in=-1.0)
+    with pytest.raises(ValueError, match="dt must be at most"): mackey_glass(10, dt=20.0)
+
+
+def test_select_ar_order_by_hand():
+    rng = np.random.default_rng(7)
+    Xf, Xv = rng.normal(size=(40, 4)), rng.normal(size=(20, 4))
+    w = np.array([0.0, 0.0, 1.0, -2.0])  # only the last two steps matter
+    yf, yv = Xf @ w + 0.01 * rng.normal(size=40), Xv @ w + 0.01 * rng.normal(size=20)
+    model, order, mse = select_ar_order(Xf, yf, Xv, yv)
+    assert mse.shape == (4,)
+    for p in range(1, 5):  # each order fit on the last p steps and scored on the validation windows
+        m = fit_linear_ar(Xf[:, -p:], yf)
+        np.testing.assert_allclose(mse[p - 1], np.mean((predict_linear_ar(m, Xv[:, -p:]) - yv) ** 2), rtol=1e-12)
+    assert order == int(np.argmin(mse)) + 1 and len(model.coef) == order >= 2
+    assert mse[0] > 100 * mse[1]  # order 1 misses the step before last
+    np.testing.assert_allclose(model.coef[-2:], [1.0, -2.0], atol=0.02)
+    with pytest.raises(ValueError, match="X_val must have 4 columns like X_fit, got 3"):
+        select_ar_order(Xf, yf, Xv[:, 1:], yv)
+    with pytest.raises(ValueError, match="X_fit must be a non-empty numeric array"): select_ar_order(yf, yf, Xv, yv)
+
+
+def test_gru_beats_persistence_and_linear_ar_on_mackey_glass():
+    "A short version of chapter 11's result: on a chaotic series the GRU's MSE is under 0.7 of the best baseline"
+    keras.utils.set_random_seed(0)
+    s = mackey_glass(800, noise=0.02)
+    train, test = split_series(s, 0.2)
+    fit, val = split_series(train, 0.2)
+    mu, sd = fit.mean(), fit.std()
+    (Xf, yf), (Xv, yv), (Xt, yt) = (windows((p - mu) / sd, 30, 5) for p in (fit, val, test))
+    lin, order, _ = select_ar_order(Xf, yf, Xv, yv)
+    lin_mse = forecast_metrics(yt, predict_linear_ar(lin, Xt[:, -order:]))["mse"]
+    per_mse = forecast_metrics(yt, persistence_forecast(Xt))["mse"]
+    model = forecast_rnn(20, units=8)
+    model.compile(keras.optimizers.Adam(1e-2), loss="mse")
+    with quiet_stderr():
+        model.fit(Xf[:, -20:, None], yf, epochs=5, batch_size=32, verbose=0)
+        gru_mse = forecast_metrics(yt, model.predict(Xt[:, -20:, None], verbose=0)[:, 0])["mse"]
+    assert lin_mse < per_mse and gru_mse <= 0.7 * min(lin_mse, per_mse), (gru_mse, lin_mse, per_mse)
