@@ -251,3 +251,34 @@ def test_configs_rebuild_the_layers():
     m2 = Seq2Seq.from_config(m.get_config())
     assert (m2.src_vocab_size, m2.tgt_vocab_size, m2.units, m2.embed_dim, m2.use_attention) == (10, 5, 8, 4, False)
     assert LuongAttention.from_config(LuongAttention(6).get_config()).units == 6
+
+
+@pytest.mark.filterwarnings("ignore:Glyph")  # an untrained model writes its start and end symbols
+def test_plot_attention_and_its_knob(capsys):
+    "The heat-map is the attention on the model's own greedy output; the text box redraws it; a typo gets one line."
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from rnn_tutorial.apps.translation import attention_knobs, plot_attention
+    keras.utils.set_random_seed(0)
+    tr = Translator(Seq2Seq(len(SOURCE_VOCAB), len(TARGET_VOCAB), units=8, embed_dim=4, attention=True))
+    out, w = plot_attention(tr, "3 Mar 2021")
+    assert out == tr.greedy(["3 Mar 2021"])[0] and w.shape == (len(out) + 1, len("3 Mar 2021"))
+    np.testing.assert_allclose(w, tr.attention("3 Mar 2021", out))
+    assert plt.get_fignums() == []  # shown and closed
+    fig, ax = plt.subplots()
+    plot_attention(tr, "1999-12-31", ax)
+    assert len(ax.images) == 1 and plt.get_fignums() == [fig.number]  # drawn on the given axes, not shown
+    plt.close(fig)
+    knob = attention_knobs(tr, "3 Mar 2021", options=["1 Jan 2000"])
+    box = knob.children[0]
+    assert box.value == "3 Mar 2021" and box.options == ("1 Jan 2000",) and not box.continuous_update
+    assert knob.result[0] == out
+    box.value = "1999-12-31"
+    assert knob.result[0] == tr.greedy(["1999-12-31"])[0]
+    capsys.readouterr()
+    box.value = "3 Mar 2021!"  # "!" is not in the source vocabulary: a message, no traceback
+    assert knob.result is None and "character '!'" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="attention=True"):
+        plot_attention(Translator(Seq2Seq(len(SOURCE_VOCAB), len(TARGET_VOCAB), units=8, attention=False)), "1 May 21")
+    with pytest.raises(ValueError, match="source"): attention_knobs(tr, None)

@@ -5,10 +5,11 @@
 # %% auto #0
 __all__ = ['MONTHS', 'WEEKDAYS', 'DATE_FORMATS', 'CASES', 'FIRST_DATE', 'LAST_DATE', 'PAD', 'START', 'END', 'SOURCE_VOCAB',
            'TARGET_VOCAB', 'human_date', 'date_pairs', 'encode_pairs', 'LuongAttention', 'Seq2Seq', 'train_seq2seq',
-           'greedy_search', 'Translator', 'exact_match']
+           'greedy_search', 'Translator', 'exact_match', 'plot_attention', 'attention_knobs']
 
 # %% ../../nbs/10_translation.ipynb #78b9afc9
 import datetime
+from typing import Sequence
 
 import numpy as np
 
@@ -337,3 +338,42 @@ def exact_match(
         raise ValueError(f"predictions and targets must be non-empty and of equal length, got {len(predictions)} and "
                          f"{len(targets)}")
     return float(np.mean([p == t for p, t in zip(predictions, targets)]))
+
+# %% ../../nbs/10_translation.ipynb #34ef5b8e
+def plot_attention(
+    translator:Translator, # decodes a model built with attention
+    source:str, # one human-written date
+    ax=None, # a matplotlib Axes to draw on; None: a new figure, shown
+) -> tuple: # (the greedy translation, its attention weights (len(translation) + 1, len(source)))
+    "Translate `source` greedily and draw its attention weights: a row per output character, a column per source one"
+    out = translator.greedy([source])[0]
+    w = translator.attention(source, out)
+    new = ax is None
+    if new:
+        import matplotlib.pyplot as plt  # only when drawing
+        fig, ax = plt.subplots(figsize=(min(11, 2 + 0.35 * len(source)), 4))
+    ax.imshow(w, cmap="viridis", vmin=0, vmax=1, aspect="auto")
+    ax.set_xticks(range(len(source)), list(source))
+    ax.set_yticks(range(len(out) + 1), list(out) + ["<end>"])
+    ax.set_title(f"{source!r} -> {out}")
+    if new:
+        plt.tight_layout()
+        plt.show()
+        plt.close(fig)
+    return out, w
+
+# %% ../../nbs/10_translation.ipynb #7e019d8b
+def attention_knobs(
+    translator:Translator, # decodes a model built with attention
+    source:str, # the date in the box at first
+    options:Sequence[str]=(), # dates the box offers in its list; any other can be typed
+): # an `ipywidgets.interactive`: display it in Jupyter
+    "A text box for the source date: on Enter the model translates it again and `plot_attention` redraws the heat-map"
+    from ipywidgets import Combobox, interactive  # imported only when the widget is built
+    if not isinstance(source, str): raise ValueError(f"source must be a str, got {type(source).__name__}")
+    def draw(source):
+        try: return plot_attention(translator, source)  # the widget keeps it as `.result`
+        except ValueError as e: print(e)  # a typed character outside the source vocabulary, or an empty box
+    box = Combobox(value=source, options=[str(o) for o in options], ensure_option=False, continuous_update=False,
+                   description="date")
+    return interactive(draw, source=box)
