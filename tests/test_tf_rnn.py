@@ -8,7 +8,7 @@ import pytest
 from _parity import TOL, parity_errors
 from rnn_tutorial import numpy_train as nt
 from rnn_tutorial.numpy_rnn import CELL_GATES
-from rnn_tutorial.tf_rnn import (CELL_CLASSES, CharModel, LSTMCell, Recurrent, TFAdam, TrainStep,
+from rnn_tutorial.tf_rnn import (CELL_CLASSES, CharModel, LSTMCell, Recurrent, TFAdam, TrainStep, check_token_ids,
                                  from_keras_weights, make_layer, make_optimizer, to_keras_weights)
 from rnn_tutorial.tf_setup import (choose_policy, configure_tensorflow, device_report, enable_memory_growth,
                                    import_tensorflow)
@@ -207,3 +207,44 @@ def test_loss_scaling_needs_the_inner_optimizer_to_clip():
     with pytest.raises(ValueError, match="clip_norm must be None with a LossScaleOptimizer"):
         TrainStep(CharModel(5, 4), opt, clip_norm=1.0)
     TrainStep(CharModel(5, 4), keras.optimizers.LossScaleOptimizer(TFAdam(1e-3, global_clipnorm=1.0)), clip_norm=1.0)
+
+
+# --- token ids: the NumPy rule, 0 <= id < V, in eager, in tf.function, and before XLA -------------------------------
+
+def _message(e):
+    "The text of an error, without Keras's terminal colours"
+    import re
+    return re.sub(r"\x1b\[[0-9;]*m", "", str(e))
+
+
+@pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
+def test_token_ids_checked_eager_and_in_graph(kind):
+    layer = make_layer(kind, 3, input_dim=5)
+    ok = tf.constant([[0, 4, 2]])
+    layer(ok)
+    graph = tf.function(layer)
+    graph(ok)
+    for ids, got in (([[0, 5, 1]], "[0, 5]"), ([[0, -1, 2]], "[-1, 2]"), ([[7]], "[7, 7]")):
+        with pytest.raises(ValueError) as e:
+            layer(tf.constant(ids))
+        assert f"x must hold token ids in [0, 5), got values in {got}" in _message(e.value)
+        with pytest.raises(tf.errors.InvalidArgumentError, match=r"x must hold token ids in \[0, 5\)"):
+            graph(tf.constant(ids))
+    assert check_token_ids("x", tf.zeros((0, 3), tf.int32), 5).shape == (0, 3)  # empty is fine
+
+
+def test_token_ids_checked_with_an_embedding_and_for_targets():
+    model = CharModel(5, 4, embedding_dim=3)
+    with pytest.raises(ValueError) as e:
+        model(tf.constant([[1, 5]]))
+    assert "ids must hold token ids in [0, 5), got values in [1, 5]" in _message(e.value)
+    for jit in (False, True):  # XLA drops assert ops, so TrainStep checks before calling its compiled function
+        step = TrainStep(CharModel(5, 4), jit_compile=jit)
+        ok = np.array([[0, 4, 1]], np.int32)
+        step(ok, ok)
+        for x, y, name in ((ok + 1, ok, "x"), (ok, ok - 1, "y")):
+            with pytest.raises(ValueError, match=rf"{name} must hold token ids in \[0, 5\), got values in"):
+                step(x, y)
+    step = TrainStep(CharModel(5, 4))  # the graph itself refuses a bad target (a GPU would give NaN silently)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"y must hold token ids in \[0, 5\)"):
+        step.fn(tf.constant([[0, 1]]), tf.constant([[0, 5]]), tf.zeros((1, 4)))
