@@ -29,10 +29,11 @@ from .numpy_rnn import CELL_GATES, StackedRNN, flatten_tree, unflatten_tree
 from .persist import FormatError, atomic_write, read_json, read_npz, write_json, write_npz
 
 # %% auto #0
-__all__ = ['PROG', 'EXIT_USAGE', 'EXIT_SIGINT', 'EXIT_SIGTERM', 'EXIT_BUG', 'DEBUG_ENV', 'ISSUES_URL', 'MODEL_DIR_FORMAT',
-           'MODEL_DIR_VERSION', 'CELLS', 'MODEL_FILES', 'DEMO_MINUTES', 'beam_continuation', 'CLIError', 'Progress',
-           'memory_needed', 'read_config', 'load_model_dir', 'make_trainer', 'settings', 'plot_loss', 'train_run',
-           'cmd_train', 'cmd_demo', 'cmd_generate', 'cmd_evaluate', 'cmd_info', 'cmd_bench', 'build_parser', 'main']
+__all__ = ['PROG', 'EXIT_USAGE', 'EXIT_SIGINT', 'EXIT_SIGTERM', 'EXIT_BUG', 'DEBUG_ENV', 'ISSUES_URL', 'SEED_MAX',
+           'MODEL_DIR_FORMAT', 'MODEL_DIR_VERSION', 'CELLS', 'MODEL_FILES', 'DEMO_MINUTES', 'beam_continuation',
+           'CLIError', 'Progress', 'memory_needed', 'read_config', 'load_model_dir', 'make_trainer', 'settings',
+           'plot_loss', 'train_run', 'cmd_train', 'cmd_demo', 'cmd_generate', 'cmd_evaluate', 'cmd_info', 'cmd_bench',
+           'build_parser', 'main']
 
 # %% ../nbs/21_cli.ipynb #0475ca65
 def beam_continuation(
@@ -71,6 +72,11 @@ def _one_line(message:str) -> str:
     encoding = getattr(sys.stderr, "encoding", None) or "utf-8"
     return message.encode(encoding, "backslashreplace").decode(encoding, "replace")
 
+def _short(value, limit:int=60) -> str:
+    "`repr(value)`, cut to `limit` characters"
+    r = repr(value)
+    return r if len(r) <= limit else r[:limit - 3] + "..."
+
 class _Parser(argparse.ArgumentParser):
     "An `ArgumentParser` that raises `CLIError` instead of printing its usage and exiting"
     def error(self, message): raise CLIError(message, self.prog)
@@ -80,14 +86,18 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     def _get_help_string(self, action):
         return action.help if action.default is None or action.default is False else super()._get_help_string(action)
 
-def _int_at_least(minimum:int):
-    "An argparse type: an integer >= `minimum`"
+def _int_at_least(minimum:int, maximum:int|None=None):
+    "An argparse type: an integer >= `minimum` (and <= `maximum`, if given)"
     def parse(s:str) -> int:
         try: v = int(s)
         except ValueError: v = None
-        if v is None or v < minimum: raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {s!r}")
+        if v is None or v < minimum or (maximum is not None and v > maximum):
+            want = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
+            raise argparse.ArgumentTypeError(f"expected an integer {want}, got {_short(s)}")
         return v
     return parse
+
+SEED_MAX = 2**32 - 1  # the largest seed every backend takes (TensorFlow's limit)
 
 def _float_above(minimum:float, strict:bool=True):
     "An argparse type: a finite number > `minimum` (>= if not `strict`)"
@@ -209,11 +219,6 @@ def _memory_refusal(need:int) -> str|None:
     total = _total_memory()
     if total is None or need <= total: return None
     return f"needs about {need / 2**30:,.0f} GiB, more than the {total / 2**30:,.1f} GiB of memory available"
-
-def _short(value, limit:int=60) -> str:
-    "`repr(value)`, cut to `limit` characters"
-    r = repr(value)
-    return r if len(r) <= limit else r[:limit - 3] + "..."
 
 def _numpy_layer(cell:str, units:int, layers:int, vocab_size:int, seed:int):
     "A NumPy recurrent layer: one of `numpy_train.NUMPY_LAYERS`, or a built `StackedRNN` of `layers` of them"
@@ -489,7 +494,7 @@ def train_run(
         except (OSError, ValueError) as e: raise CLIError(f"--resume: {e}") from None
         except (KeyError, TypeError, IndexError, AttributeError) as e:  # what a damaged file may still raise
             raise CLIError(f"--resume: {out / 'checkpoint.npz'} is damaged "
-                           f"({type(e).__name__}: {_short(str(e))})") from None
+                           f"({type(e).__name__}: {str(e)[:80]})") from None
         log = run.log.get("train") if isinstance(run.log, dict) else None
         if not (type(run.step) is int and run.step >= 0 and isinstance(log, list) and len(log) == run.step):
             raise CLIError(f"--resume: {out / 'checkpoint.npz'} is damaged: its step {_short(run.step)} "
@@ -691,7 +696,7 @@ def _model_options(p, cell="lstm", units=256, seq_len=100, batch_size=64, lr=2e-
                    help="characters per window (BPTT truncation length)")
     p.add_argument("--batch-size", type=_int_at_least(1), default=batch_size, help="parallel streams per batch")
     p.add_argument("--lr", type=_float_above(0), default=lr, help="Adam's learning rate")
-    p.add_argument("--seed", type=_int_at_least(0), default=0,
+    p.add_argument("--seed", type=_int_at_least(0, SEED_MAX), default=0,
                    help="seed of the weights, the data order and the sample")
 
 def build_parser() -> argparse.ArgumentParser:
@@ -766,7 +771,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=_int_at_least(1), help="sample among the k most likely characters only")
     p.add_argument("--beam", type=_int_at_least(0), default=0,
                    help="beam width: print the most likely continuation (deterministic) instead of sampling; 0: sample")
-    p.add_argument("--seed", type=_int_at_least(0), default=0, help="seed of the sampling")
+    p.add_argument("--seed", type=_int_at_least(0, SEED_MAX), default=0, help="seed of the sampling")
     p.set_defaults(func=cmd_generate, prog=p.prog)
 
     p = sub.add_parser("evaluate", formatter_class=fmt, help="print a saved model's loss on a text file, as JSON",
@@ -824,7 +829,7 @@ def main(
         return EXIT_USAGE
     except Exception as e:  # a bug of ours: one line asking for a report, or the traceback when debugging
         if os.environ.get(DEBUG_ENV, "") not in ("", "0"): raise
-        print(f"{prog}: internal error ({type(e).__name__}: {_one_line(_short(str(e), 200))}); this is a bug in "
+        print(f"{prog}: internal error ({type(e).__name__}: {_one_line(str(e)[:200])}); this is a bug in "
               f"rnn-tutorial {__version__}: please report it with the command you ran at {ISSUES_URL} "
               f"(set {DEBUG_ENV}=1 to see the traceback)", file=sys.stderr)
         return EXIT_BUG

@@ -200,6 +200,8 @@ BAD = {  # arguments -> what the one-line message must contain
     "out under /proc": (["train", "--text", "text.txt", "--backend", "numpy", *TINY, "--out", "/proc/rnn-tutorial"],
                         "--out: cannot create /proc/rnn-tutorial"),
     "empty out": (["train", "--text", "text.txt", "--out", ""], "argument --out: expected a path, got ''"),
+    "seed above 2**32 - 1": (["train", "--text", "text.txt", "--seed", str(2**32)],
+                             "argument --seed: expected an integer in [0, 4294967295], got '4294967296'"),
     # impossible sizes: refused with the estimate, before anything is allocated
     "huge units": (["train", "--text", "text.txt", "--backend", "numpy", "--units", "1000000"],
                    "--units 1000000, --layers 1, --batch-size 64 and --seq-len 100: training a lstm"),
