@@ -10,7 +10,7 @@ import pytest
 from rnn_tutorial import numpy_train as nt
 from rnn_tutorial.data import Vocab
 from rnn_tutorial.numpy_rnn import StackedRNN
-from rnn_tutorial.persist import FormatError
+from rnn_tutorial.persist import FormatError, write_npz
 from rnn_tutorial.tf_rnn import TFAdam, to_keras_weights
 from rnn_tutorial.tf_setup import configure_tensorflow, import_tensorflow
 from rnn_tutorial.tf_train import (TF_CHECKPOINT_FORMAT, StackedCharModel, TFTrainer, char_model, keras_step,
@@ -162,3 +162,70 @@ def test_cached_functions_do_not_keep_their_model_alive():
     del model, step, window
     gc.collect()
     assert alive() is None, "a cached tf.function keeps its Keras model alive"
+
+
+@pytest.fixture(scope="module")
+def saved_run(tmp_path_factory):
+    "A fresh trainer, and the arrays and metadata of a 12-step checkpoint of the same configuration"
+    path = tmp_path_factory.mktemp("ckpt") / "c.npz"
+    make().fit(12, checkpoint=path)
+    arrays, meta = nt.read_checkpoint(path, TF_CHECKPOINT_FORMAT, 2)
+    return make(seed=3), arrays, meta, path.parent
+
+
+def _set(keys, value):
+    "A change that sets meta[keys[0]][keys[1]]... to `value`"
+    def change(meta, arrays):
+        for k in keys[:-1]: meta = meta[k]
+        meta[keys[-1]] = value
+    return change
+
+
+DAMAGE = {  # name -> (change(meta, arrays), what the FormatError must say)
+    "unknown field": (_set(["exec"], "os.system('rm -rf ~')"), "field 'exec' is unknown"),
+    "missing field": (lambda m, a: m.pop("log"), "log"),
+    "negative step": (_set(["step"], -1), "-1"),
+    "string step": (_set(["step"], "12"), "'12'"),
+    "bool epoch": (_set(["epoch"], True), "True"),
+    "step beyond its log": (_set(["step"], 13), "13"),
+    "offset beyond seq_len": (_set(["offset"], 25), "offset"),
+    "window beyond the epoch": (_set(["k"], 10**6), "k"),
+    "epoch beyond step": (_set(["epoch"], 99), "epoch must be at most step 12"),
+    "config of another run": (_set(["config", "seed"], 7), "seed is 0 here, 7 in the checkpoint"),
+    "config not an object": (_set(["config"], [1, 2]), "config"),
+    "state naming a missing array": (_set(["state"], {"list": [0, 7]}), "state"),
+    "rng of another generator": (_set(["rng", "bit_generator"], "MT19937"), "rng"),
+    "rng state out of range": (_set(["rng", "state", "inc"], -1), "rng"),
+    "NaN in the log": (lambda m, a: m["log"]["train"][0].__setitem__(1, float("nan")), "train[0]"),
+    "variable names not a list": (_set(["optimizer"], {"a": 1}), "optimizer"),
+    "a GRU's variable": (_set(["model", 0], "char_model/recurrent/gru_cell/kernel"), "model variable 0 is"),
+    "one variable too many": (lambda m, a: m["model"].append("char_model/dense/extra"), "names 6 variables"),
+    "NaN weight": (lambda m, a: a["model/0"].__setitem__((0, 0), np.nan), "array 'model/0' holds NaN"),
+    "infinite optimizer moment": (lambda m, a: a["optimizer/3"].fill(np.inf), "array 'optimizer/3' holds NaN"),
+    "weight of another dtype": (lambda m, a: a.update({"model/1": a["model/1"].astype(np.float64)}), "dtype float32"),
+    "weight of another shape": (lambda m, a: a.update({"model/1": a["model/1"].T.copy()}), "must have shape"),
+    "unknown array": (lambda m, a: a.update({"payload": np.zeros(3)}), "array 'payload' is unknown"),
+    "missing array": (lambda m, a: a.pop("optimizer/2"), "optimizer/2"),
+}
+
+
+@pytest.mark.parametrize("case", list(DAMAGE))
+def test_damaged_checkpoint_is_refused_and_changes_nothing(saved_run, case):
+    "Every field and array of a TF checkpoint is checked before anything is assigned; FormatError names what is wrong"
+    trainer, arrays, meta, d = saved_run
+    change, expected = DAMAGE[case]
+    arrays, meta = {k: v.copy() for k, v in arrays.items()}, json.loads(json.dumps(meta))
+    change(meta, arrays)
+    write_npz(d / "damaged.npz", arrays, meta)
+    before = [v.numpy().copy() for v in [*trainer.model.weights, *trainer.optimizer.variables]]
+    with pytest.raises(FormatError) as e: trainer.load_checkpoint(d / "damaged.npz")
+    assert expected in str(e.value), str(e.value)
+    after = [v.numpy() for v in [*trainer.model.weights, *trainer.optimizer.variables]]
+    assert trainer.step == 0 and all(np.array_equal(a, b) for a, b in zip(before, after))
+
+
+def test_undamaged_checkpoint_loads(saved_run):
+    "The same checkpoint, rewritten unchanged, loads (so the checks above refuse only what is damaged)"
+    _, arrays, meta, d = saved_run
+    write_npz(d / "same.npz", arrays, meta)
+    assert make(seed=3).load_checkpoint(d / "same.npz").step == 12
