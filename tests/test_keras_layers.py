@@ -2,6 +2,8 @@
  "resuming, and tf.distribute on two logical CPUs and two worker processes.")
 import importlib
 import json
+import os
+import re
 
 import numpy as np
 import pytest
@@ -331,3 +333,64 @@ def test_to_stateful_needs_a_known_input_shape():
     "A Sequential model without an Input and never built is named in the 'must ..., got ...' shape."
     with pytest.raises(ValueError, match="model must start with a keras.Input or be built .*got an unbuilt Sequential"):
         to_stateful(keras.Sequential([L.LSTM(3, return_sequences=True)]))
+
+
+def _edited_copy(src, dst, config=None, meta=None, extra=None):
+    "A copy of the .keras archive `src` with its config.json or metadata.json changed, or members added"
+    import zipfile
+    with zipfile.ZipFile(src) as z: files = {n: z.read(n) for n in z.namelist()}
+    if config is not None: files["config.json"] = json.dumps(config(json.loads(files["config.json"]))).encode()
+    if meta is not None: files["metadata.json"] = json.dumps(meta).encode()
+    files.update(extra or {})
+    with zipfile.ZipFile(dst, "w") as z:
+        for n, b in files.items(): z.writestr(n, b)
+    return dst
+
+
+def test_load_keras_model_names_through_the_table(tmp_path):
+    "A .keras file edited to name a class outside the table, or with bad metadata, members or weights: FormatError."
+    import stat
+    model = keras.Sequential([keras.Input((None,), dtype="int32"), L.Embedding(10, 4), make_layer("gru", 3),
+                              L.Dense(2)])
+    good = save_keras_model(model, tmp_path / "good.keras")
+    assert type(load_keras_model(good).layers[1].cell).__name__ == "GRUCell"
+
+    def layer(**kw):
+        def change(cfg):
+            cfg["config"]["layers"][1].update(kw)
+            return cfg
+        return change
+    cases = {"os.system": layer(module="os", class_name="system"),
+             "keras.layers.TFSMLayer": layer(class_name="TFSMLayer"),
+             "keras.layers.Lambda": layer(class_name="Lambda"),
+             "builtins.eval": layer(module="builtins", class_name="eval"),
+             "'evil>GRUCell'": layer(module="rnn_tutorial.tf_rnn", class_name="GRUCell",
+                                     registered_name="evil>GRUCell"),
+             "keras.layers.None": layer(class_name=None),
+             "keys among": lambda cfg: {**cfg, "extra": 1},
+             "not a valid Keras model: TypeError": layer(config=[1])}
+    for msg, change in cases.items():
+        with pytest.raises(FormatError, match=re.escape(msg)):
+            load_keras_model(_edited_copy(good, tmp_path / "x.keras", config=change))
+    for meta, msg in (({"keras_version": "3", "who": 1}, "unknown field(s) 'who'"),
+                      ({"keras_version": 3}, "keras_version must be of type str"), ([1], "must be a JSON object"),
+                      ({}, "'keras_version' is missing")):
+        with pytest.raises(FormatError, match=re.escape(msg)):
+            load_keras_model(_edited_copy(good, tmp_path / "x.keras", meta=meta))
+    with pytest.raises(FormatError, match=r"holds \['config.json', 'evil.py'"):
+        load_keras_model(_edited_copy(good, tmp_path / "x.keras", extra={"evil.py": b"import os"}))
+    model.layers[-1].kernel.assign(np.full((3, 2), np.inf, "float32"))
+    with pytest.raises(FormatError, match="hold NaN or infinite values"):
+        load_keras_model(save_keras_model(model, tmp_path / "inf.keras"))
+    old = os.umask(0o027)
+    try: assert stat.S_IMODE(save_keras_model(model, tmp_path / "mode.keras").stat().st_mode) == 0o640
+    finally: os.umask(old)
+
+
+def test_seeds_are_checked():
+    assert first_token_task(3, seed=None)[0].shape == (3, 100)
+    for bad in (-1, 0.5, "1", True):
+        with pytest.raises(ValueError, match="seed must be None or a non-negative integer"):
+            first_token_task(3, seed=bad)
+        with pytest.raises(ValueError, match="seed must be an integer >= 0"):
+            replicated_training(steps=1, seed=bad)
