@@ -13,17 +13,19 @@ import platform
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
 from .checks import check_array, check_int, check_number
 from .data import Vocab, load_corpus, unigram_bits_per_char
 from .numpy_gated import init_lstm_params, lstm_forward
+from .numpy_rnn import softmax_cross_entropy
 from .persist import FormatError, read_npz, write_json, write_npz
 
 # %% auto #0
 __all__ = ['PROPERTIES', 'NEURONS_FORMAT', 'RESULTS', 'NEURONS_FILE', 'NEURONS_COMMAND', 'text_properties', 'check_lstm_params',
-           'lstm_states', 'bits_per_char', 'random_lstm_params', 'load_neuron_lstm', 'correlations', 'best_unit',
+           'lstm_states', 'lstm_window', 'random_lstm_params', 'load_neuron_lstm', 'correlations', 'best_unit',
            'colored_text_html', 'train_neuron_lstm', 'main']
 
 # %% ../nbs/14_neurons.ipynb #d7c1e28e
@@ -95,19 +97,19 @@ def lstm_states(
     h, c = np.array(hs), cache["cs"].transpose(1, 0, 2).copy()
     return (h, c) if ids.ndim == 2 else (h[0], c[0])
 
-def bits_per_char(
+def lstm_window(
     params:dict, # a character LSTM, as `check_lstm_params` takes
-    ids:np.ndarray, # token ids (N,) or (B, N), N >= 2, as `lstm_states` reads them
-    h:np.ndarray|None=None, # their hidden states from `lstm_states`, if already computed
-)->float: # the mean of -log2 p(ids[t+1] | ids[:t+1]) over every prediction, (N - 1) per stream
-    "Bits per character of the model on one or more streams of text, in NumPy."
-    if h is None: h, _ = lstm_states(params, ids)
-    ids = np.asarray(ids)
-    if ids.shape[-1] < 2: raise ValueError(f"ids must hold at least 2 ids per stream, got shape {ids.shape}")
-    z = h[..., :-1, :] @ params["dense_kernel"] + params["dense_bias"]
-    z = z - z.max(-1, keepdims=True)
-    logp = z - np.log(np.exp(z).sum(-1, keepdims=True))
-    return float(-np.take_along_axis(logp, ids[..., 1:, None], -1).mean() / np.log(2))
+)->Callable: # `window(x, y, w, state) -> (summed loss in nats, new state)`, as `numpy_train.evaluate_windows` takes
+    "The loss of a character LSTM on one window, in NumPy, summed over the steps where `w` is 1."
+    check_lstm_params(params)
+    rnn = {k: params[k] for k in ("kernel", "recurrent_kernel", "bias")}
+    def window(x, y, w, state):
+        h0, c0 = (None, None) if state is None else state
+        hs, cache = lstm_forward(params["embedding"][x], rnn, h0, c0)
+        logits = hs @ params["dense_kernel"] + params["dense_bias"]
+        loss = softmax_cross_entropy(logits, y, w)[0] * float(w.sum()) if w.any() else 0.0
+        return loss, (hs[:, -1].copy(), cache["cs"][-1].copy())
+    return window
 
 def random_lstm_params(
     like:dict, # a trained character LSTM: the random one gets its shapes and its embedding's spread
@@ -139,7 +141,7 @@ def load_neuron_lstm(
     except ValueError as e: raise FormatError(f"{path} is not a valid neuron LSTM: {e}") from e
     return arrays, vocab, meta
 
-# %% ../nbs/14_neurons.ipynb #26105a89
+# %% ../nbs/14_neurons.ipynb #1e76a43b
 def correlations(
     acts:np.ndarray, # activations (N, H): one row per character, one column per unit
     prop:np.ndarray, # a property (N,)
@@ -164,7 +166,7 @@ def best_unit(
     unit = int(np.argmax(np.abs(r_sel)))
     return unit, float(r_sel[unit]), float(correlations(acts_confirm[:, unit:unit + 1], prop_confirm)[0])
 
-# %% ../nbs/14_neurons.ipynb #f365f7b5
+# %% ../nbs/14_neurons.ipynb #5a7a077f
 def colored_text_html(
     text:str, # the text to show
     values:np.ndarray, # one value per character (len(text),), e.g. a unit's cell state after reading it
@@ -186,7 +188,7 @@ def colored_text_html(
     return ('<pre style="white-space:pre-wrap;line-height:1.45;font-size:13px;padding:6px;border:1px solid #ddd">'
             + "".join(spans) + "</pre>")
 
-# %% ../nbs/14_neurons.ipynb #0359e1df
+# %% ../nbs/14_neurons.ipynb #dc57c49a
 def _versions(tf, keras)->dict:
     return {"python": platform.python_version(), "numpy": np.__version__, "tensorflow": tf.__version__,
             "keras": keras.__version__}
