@@ -379,7 +379,7 @@ def _check_out(out:Path, resume:bool, overwrite:bool, s:dict, demo:bool=False):
     if out.is_dir() and not ours:
         others = sorted(p.name for p in out.iterdir() if not p.name.startswith(_STAGE_PREFIX))
         if others:
-            raise CLIError(f"--out: {out} is not empty ({len(others)} entries, such as {others[0]!r}) and holds no "
+            raise CLIError(f"--out: {out} is not empty ({len(others)} item(s), such as {others[0]!r}) and holds no "
                            f"rnn-tutorial model: choose a new or empty directory; nothing was written")
     if resume:
         if not (out / "checkpoint.npz").is_file():

@@ -188,7 +188,7 @@ BAD = {  # arguments -> what the one-line message must contain
     "no command": ([], "COMMAND"),
     # issue 17: --out that is not ours, or cannot be written
     "foreign out": (["train", "--text", "text.txt", "--backend", "numpy", *TINY, "--out", "foreign"],
-                    "--out: foreign is not empty (2 entries, such as 'notes.txt') and holds no rnn-tutorial model"),
+                    "--out: foreign is not empty (2 item(s), such as 'notes.txt') and holds no rnn-tutorial model"),
     "foreign out, --overwrite": (["train", "--text", "text.txt", "--backend", "numpy", *TINY, "--out", "foreign",
                                   "--overwrite"], "holds no rnn-tutorial model"),
     "foreign out, --resume": (["train", "--text", "text.txt", "--backend", "numpy", *TINY, "--out", "foreign",
