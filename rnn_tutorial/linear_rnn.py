@@ -4,11 +4,12 @@
 
 # %% auto #0
 __all__ = ['SCANS', 'TF_SCANS', 'SPEED_IMPLEMENTATIONS', 'RESULTS', 'QUALITY_FILE', 'SPEED_FILE', 'SPEED_WIDTHS_FILE',
-           'PRECOMPUTE_COMMANDS', 'combine', 'scan_loop', 'scan_hillis_steele', 'scan_blelloch', 'scan_chunked',
-           'linear_scan', 'scan_cost', 'scan_closed_form', 'scan_log_space', 'scan_backward', 'init_min_params',
-           'mingru_forward', 'mingru_backward', 'minlstm_forward', 'minlstm_backward', 'MinGRU', 'MinLSTM', 'tf_layers',
-           'step_function', 'time_side_by_side', 'run_speed', 'load_results', 'min_char_model', 'gru_char_model',
-           'gru_units_for', 'WindowTrainer', 'train_side_by_side', 'run_quality', 'main']
+           'ADDING_FILES', 'PRECOMPUTE_COMMANDS', 'ADDING_MODELS', 'combine', 'scan_loop', 'scan_hillis_steele',
+           'scan_blelloch', 'scan_chunked', 'linear_scan', 'scan_cost', 'scan_closed_form', 'scan_log_space',
+           'scan_backward', 'init_min_params', 'mingru_forward', 'mingru_backward', 'minlstm_forward',
+           'minlstm_backward', 'MinGRU', 'MinLSTM', 'tf_layers', 'step_function', 'time_side_by_side', 'run_speed',
+           'load_results', 'min_char_model', 'gru_char_model', 'gru_units_for', 'WindowTrainer', 'train_side_by_side',
+           'run_quality', 'AddingNet', 'run_adding', 'main']
 
 # %% ../nbs/13_linear_rnn.ipynb #023f2731
 import argparse
@@ -27,7 +28,7 @@ import numpy as np
 from .checks import check_array, check_choice, check_int
 from .persist import write_json
 from .numpy_gated import gru_backward, gru_forward, init_gru_params
-from .numpy_rnn import RecurrentLayer, check_inputs, float_dtype, glorot_uniform, input_grads, \
+from .numpy_rnn import RecurrentLayer, StackedRNN, check_inputs, float_dtype, glorot_uniform, input_grads, \
     input_projection, time_major
 
 # %% ../nbs/13_linear_rnn.ipynb #72b671aa
@@ -549,23 +550,27 @@ def run_speed(
 RESULTS = Path(str(importlib.resources.files("rnn_tutorial"))) / "results"  # shipped with the package
 QUALITY_FILE, SPEED_FILE = RESULTS / "linear_rnn_quality.json", RESULTS / "linear_rnn_speed.json"
 SPEED_WIDTHS_FILE = RESULTS / "linear_rnn_speed_widths.json"
+ADDING_FILES = {m: RESULTS / f"linear_rnn_adding_{m}.json" for m in ("mingru", "mingru-keep", "mingru-2", "minlstm")}
 PRECOMPUTE_COMMANDS = (
     "OPENBLAS_NUM_THREADS=1 python -m rnn_tutorial.linear_rnn speed --threads 1 --out "
     "rnn_tutorial/results/linear_rnn_speed.json",
     "OPENBLAS_NUM_THREADS=1 python -m rnn_tutorial.linear_rnn speed --threads 1 --lengths 1024 --out "
     "rnn_tutorial/results/linear_rnn_speed_widths.json",
     "OPENBLAS_NUM_THREADS=1 python -m rnn_tutorial.linear_rnn quality --threads 1 --out "
-    "rnn_tutorial/results/linear_rnn_quality.json")
+    "rnn_tutorial/results/linear_rnn_quality.json",
+    *(f"OPENBLAS_NUM_THREADS=1 python -m rnn_tutorial.linear_rnn adding --models {m} --max-seconds 1200 --out "
+      f"rnn_tutorial/results/linear_rnn_adding_{m}.json" for m in ADDING_FILES))
 
 def load_results(
-    path:str|os.PathLike, # a file written by `main` (`speed` or `quality`)
+    path:str|os.PathLike, # a file written by `main` (`speed`, `quality` or `adding`)
 )->dict:
     "Precomputed results of chapter 13, read from JSON and checked."
     path = Path(path)
     if not path.exists(): raise FileNotFoundError(f"no results at {path}; run: {' && '.join(PRECOMPUTE_COMMANDS)}")
     d = json.loads(path.read_text())
     if not isinstance(d, dict) or d.get("format") not in ("rnn-tutorial.linear-rnn-speed",
-                                                           "rnn-tutorial.linear-rnn-quality"):
+                                                           "rnn-tutorial.linear-rnn-quality",
+                                                           "rnn-tutorial.linear-rnn-adding"):
         raise ValueError(f"{path} is not a results file of rnn_tutorial.linear_rnn")
     return d
 
@@ -615,12 +620,14 @@ def gru_units_for(
     return min(range(1, 4097), key=lambda H: abs(count(H) - n_params))
 
 # %% ../nbs/13_linear_rnn.ipynb #6d5187ae
-def _versions():
+def _versions(tf:bool=True): # also TensorFlow's and Keras's (importing TensorFlow)
     "Versions of what the results depend on."
+    v = {"python": platform.python_version(), "numpy": np.__version__,
+         "openblas_threads": os.environ.get("OPENBLAS_NUM_THREADS")}
+    if not tf: return v
     tf, keras = tf_layers().tf, tf_layers().keras
-    return {"python": platform.python_version(), "numpy": np.__version__, "tensorflow": tf.__version__,
-            "keras": keras.__version__, "tf_threads": tf.config.threading.get_intra_op_parallelism_threads(),
-            "openblas_threads": os.environ.get("OPENBLAS_NUM_THREADS")}
+    return {**v, "tensorflow": tf.__version__, "keras": keras.__version__,
+            "tf_threads": tf.config.threading.get_intra_op_parallelism_threads()}
 
 class WindowTrainer:
     "Trains a Keras character model on random windows, keeping its own clock: the CPU time of its training steps."
@@ -724,11 +731,105 @@ def run_quality(
     if out is not None: write_json(out, result)
     return result
 
+# %% ../nbs/13_linear_rnn.ipynb #0b2dc080
+ADDING_MODELS = {  # name: (layer, depth, keep): keep > 0 starts the state's keep factor a_t at sigmoid(keep)
+    "mingru": (MinGRU, 1, 0.0), "minlstm": (MinLSTM, 1, 0.0), "mingru-2": (MinGRU, 2, 0.0),
+    "mingru-keep": (MinGRU, 1, 1.0)}  # as Keras starts its LSTM's forget gate: bias 1, keep factor 0.73
+
+class AddingNet:
+    "The adding problem's model in NumPy: `layers` minimal RNN layers, then a linear read-out of the last state."
+    def __init__(self,
+                 model:str="mingru", # one of `ADDING_MODELS`
+                 units:int=64, # H of every layer
+                 seed:int=0, # seed of the initial weights
+                 input_dim:int=2, # features per step: the adding problem's value and marker
+                ):
+        cls, depth, keep = ADDING_MODELS[check_choice("model", model, tuple(ADDING_MODELS))]
+        H = check_int("units", units)
+        self.stack = StackedRNN([cls(H, return_sequences=i < depth - 1, seed=seed + i) for i in range(depth)])
+        self.stack.build(check_int("input_dim", input_dim))
+        for layer in self.stack.layers:  # the first block: z (minGRU, a = 1 - z) or f (minLSTM, a = f / (f + i))
+            layer.params["bias"][:H] = -keep if cls is MinGRU else keep
+        rng = np.random.default_rng(seed + 100)
+        self.head = {"kernel": (rng.standard_normal((H, 1)) / math.sqrt(H)).astype(np.float32),
+                     "bias": np.zeros(1, np.float32)}
+        self.params = {"rnn": self.stack.params, "head": self.head}  # the arrays themselves: updates act in place
+
+    def predict(self, X:np.ndarray)->np.ndarray: # (n,) predicted sums
+        "Predictions for inputs X (n, T, 2)."
+        return self._forward(X)[0]
+
+    def _forward(self, X):
+        h, cache = self.stack.forward(X)
+        return (h @ self.head["kernel"] + self.head["bias"])[:, 0], h, cache
+
+    def grads(self, X:np.ndarray, y:np.ndarray)->tuple: # (MSE, grads shaped like `params`)
+        "Mean squared error on a batch, and its gradient by backpropagation through time."
+        pred, h, cache = self._forward(X)
+        d = (2 * (pred - y) / len(y))[:, None].astype(np.float32)  # dL/dpred
+        g_rnn = self.stack.backward(d @ self.head["kernel"].T, cache)[0]
+        return float(np.mean((pred - y) ** 2)), {"rnn": g_rnn, "head": {"kernel": h.T @ d, "bias": d.sum(0)}}
+
+def run_adding(
+    out:str|os.PathLike|None=None, # JSON file to write (updated after every model)
+    models:tuple=tuple(ADDING_MODELS), # which of `ADDING_MODELS` to train, in turn
+    T:int=200, # sequence length
+    units:int=64, # H of every layer
+    steps:int=4000, # most Adam steps per model, each on a fresh batch
+    batch_size:int=64, # examples per step
+    lr:float=3e-3, # Adam's learning rate, with the gradients clipped to global norm `clip_norm`
+    clip_norm:float=1.0, # the clipping threshold
+    n_valid:int=512, # held-out examples, the same for every model
+    eval_every:int=100, # steps between held-out evaluations (the learning curve)
+    stop_ratio:float=0.01, # stop early once the held-out MSE is below this times the baseline
+    max_seconds:float|None=None, # stop a model's training after this many wall-clock seconds (None: no limit)
+    seed:int=0, # seeds the data and the weights
+    command:str="", # the command line, recorded
+)->dict:
+    "Chapter 13's long-memory run: minimal RNNs on the adding problem, held-out MSE against the no-memory baseline."
+    from rnn_tutorial.data import adding_problem
+    from rnn_tutorial.numpy_train import Adam, update
+    for m in models: check_choice("models", m, tuple(ADDING_MODELS))
+    T, steps, eval_every = check_int("T", T, minimum=2), check_int("steps", steps), check_int("eval_every", eval_every)
+    config = dict(models=list(models), T=T, units=units, steps=steps, batch_size=batch_size, lr=lr,
+                  clip_norm=clip_norm, n_valid=n_valid, eval_every=eval_every, stop_ratio=stop_ratio,
+                  max_seconds=max_seconds, seed=seed,
+                  optimizer="numpy_train.Adam", implementation="NumPy, float32, scan='loop'")
+    result = {"format": "rnn-tutorial.linear-rnn-adding", "version": 1, "command": command, "config": config,
+              "versions": _versions(tf=False), "runs": []}
+    Xv, Yv = adding_problem(n_valid, T, seed + 10_000)
+    baseline = float(np.mean((Yv - 1.0) ** 2))  # no memory: predict E[y] = 1 (variance 1/6 for the task's sums)
+    start = time.perf_counter()
+    for name in models:
+        net, opt, curve, t0, stopped = AddingNet(name, units, seed), Adam(lr), [], time.perf_counter(), None
+        for chunk in range(math.ceil(steps / eval_every)):
+            X, Y = adding_problem(eval_every * batch_size, T, seed + 1 + chunk)  # fresh examples for every step
+            n = min(eval_every, steps - chunk * eval_every)
+            for s in range(n):
+                b = slice(s * batch_size, (s + 1) * batch_size)
+                update(net.params, net.grads(X[b], Y[b])[1], opt, clip_norm=clip_norm)
+            curve.append([chunk * eval_every + n, float(np.mean((net.predict(Xv) - Yv) ** 2))])
+            print(f"  {name} step {curve[-1][0]}: held-out MSE {curve[-1][1]:.4f}", flush=True)
+            stopped = "solved" if curve[-1][1] < stop_ratio * baseline else \
+                "time" if max_seconds is not None and time.perf_counter() - t0 > max_seconds else None
+            if stopped: break
+        final = curve[-1][1]
+        result["runs"].append({"model": name, "T": T, "params": int(net.stack.count_params() + units + 1),
+                               "steps": curve[-1][0], "stopped": stopped or "steps", "final_loss": final,
+                               "baseline": baseline, "ratio": final / baseline, "curve": curve,
+                               "seconds": round(time.perf_counter() - t0, 1)})
+        result["total_seconds"] = round(time.perf_counter() - start, 1)
+        print(f"adding T={T} {name:9s} {curve[-1][0]:5d} steps, MSE {final:.4g} = {final / baseline:.3f} x baseline "
+              f"({result['runs'][-1]['seconds']} s)", flush=True)
+        if out is not None: write_json(out, result)
+    return result
+
+
 # %% ../nbs/13_linear_rnn.ipynb #d6f09933
 def main(argv=None):
-    "`python -m rnn_tutorial.linear_rnn speed|quality --out FILE`: the long runs of chapter 13 (they need TensorFlow)."
+    "`python -m rnn_tutorial.linear_rnn speed|quality|adding --out FILE`: the long runs of chapter 13."
     p = argparse.ArgumentParser(prog="python -m rnn_tutorial.linear_rnn",
-                                description="Precompute the speed and quality runs of chapter 13.")
+                                description="Precompute the speed, quality and adding runs of chapter 13.")
     sub = p.add_subparsers(dest="cmd", required=True)
     sp = sub.add_parser("speed", help="time forward+backward of one layer for every implementation and size")
     sp.add_argument("--out", required=True)
@@ -738,16 +839,23 @@ def main(argv=None):
     qp.add_argument("--out", required=True)
     qp.add_argument("--threads", type=int, default=0, help="TensorFlow's threads per op (0: its default)")
     qp.add_argument("--seconds", type=float, default=90.0, help="CPU-time budget of each character model")
+    ap = sub.add_parser("adding", help="minGRU and minLSTM on the adding problem (NumPy only)")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--models", nargs="+", default=list(ADDING_MODELS), choices=list(ADDING_MODELS))
+    ap.add_argument("--T", type=int, default=200)
+    ap.add_argument("--steps", type=int, default=4000)
+    ap.add_argument("--max-seconds", type=float, default=None, help="wall-clock limit of each model's training")
     argv = sys.argv[1:] if argv is None else list(argv)
     a = p.parse_args(argv)
     blas = os.environ.get("OPENBLAS_NUM_THREADS")
     prefix = [f"OPENBLAS_NUM_THREADS={blas}"] if blas else []
     command = " ".join([*prefix, "python -m rnn_tutorial.linear_rnn", *argv])
-    if a.threads:  # before TensorFlow runs its first op
+    if getattr(a, "threads", 0):  # before TensorFlow runs its first op
         tf = tf_layers().tf
         tf.config.threading.set_intra_op_parallelism_threads(a.threads)
         tf.config.threading.set_inter_op_parallelism_threads(a.threads)
     if a.cmd == "speed": run_speed(a.out, tuple(a.lengths), command=command)
-    else: run_quality(a.out, a.seconds, command=command)
+    elif a.cmd == "quality": run_quality(a.out, a.seconds, command=command)
+    else: run_adding(a.out, tuple(a.models), a.T, steps=a.steps, max_seconds=a.max_seconds, command=command)
 
 if __name__ == "__main__" and getattr(globals().get("__spec__"), "name", None) == "rnn_tutorial.linear_rnn": main()

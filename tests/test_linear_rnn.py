@@ -173,3 +173,51 @@ def test_import_does_not_import_tensorflow():
 def test_cli_usage_error_exits_2():
     r = subprocess.run([sys.executable, "-m", "rnn_tutorial.linear_rnn", "nothing"], capture_output=True, text=True)
     assert r.returncode == 2 and "invalid choice" in r.stderr
+
+
+@pytest.mark.parametrize("cls", [MinGRU, MinLSTM])
+def test_layer_has_the_interface_of_the_numpy_train_layers(cls):
+    """What `numpy_train` asks of a layer in `NUMPY_LAYERS` (for `--cell mingru`): the GRU's constructor arguments
+    and methods, `cls(1)` builds, a JSON config that rebuilds the layer, `params` of `kernel` and `bias`, a single
+    array as state, and one training step of a `CharRNN` through `forward`, `compute_loss`, `backward`, `update`."""
+    import inspect
+
+    from rnn_tutorial import numpy_train as nt
+    from rnn_tutorial.numpy_gated import GRU
+    gru_args = list(inspect.signature(GRU).parameters)
+    assert list(inspect.signature(cls).parameters)[:len(gru_args)] == gru_args  # then `scan`, with a default
+    for name in ("build", "forward", "backward", "final_state", "get_config", "count_params", "output_dim"):
+        assert hasattr(cls, name), name
+    config = cls(1).get_config()
+    assert set(config) == set(GRU(1).get_config()) | {"scan"}
+    assert json.loads(json.dumps(config)) == config and cls(**config).get_config() == config
+    layer = cls(6, seed=1)
+    model = nt.CharRNN(9, layer, seed=1)
+    assert set(model.params["rnn"]) == {"kernel", "bias"} and model.params["rnn"]["kernel"].shape == (9, cls.gates * 6)
+    x, y = np.random.default_rng(0).integers(0, 9, (2, 3, 5))
+    opt, losses = nt.Adam(0.05), []
+    state = None
+    for _ in range(8):
+        logits, cache, state = nt.forward(model, x, state)
+        assert isinstance(state, np.ndarray) and state.shape == (3, 6)  # one array, like the GRU's h
+        loss, dlogits = nt.compute_loss(logits, y)
+        nt.update(model.params, nt.backward(model, dlogits, cache), opt, clip_norm=5.0)
+        losses.append(loss)
+    assert losses[-1] < losses[0]
+
+
+def test_adding_run_short(tmp_path):
+    "A few steps of the adding-problem run: its JSON has the config, one record per model and a learning curve."
+    from rnn_tutorial.linear_rnn import ADDING_MODELS, AddingNet, run_adding
+    out = tmp_path / "adding.json"
+    r = run_adding(out, models=("mingru", "mingru-2"), T=8, steps=30, eval_every=10, n_valid=32, command="test")
+    assert load_results(out) == json.loads(json.dumps(r))
+    assert [run["model"] for run in r["runs"]] == ["mingru", "mingru-2"] and r["config"]["T"] == 8
+    for run in r["runs"]:
+        assert [s for s, _ in run["curve"]][:3] == [10, 20, 30][:len(run["curve"])]
+        assert run["ratio"] == pytest.approx(run["final_loss"] / run["baseline"])
+        assert 0.05 < run["baseline"] < 0.4  # about 1/6: the variance of the sum of two uniform values
+    net = AddingNet("mingru-2", units=5)
+    assert net.predict(np.zeros((3, 7, 2), np.float32)).shape == (3,) and set(ADDING_MODELS) >= {"mingru", "minlstm"}
+    with pytest.raises(ValueError, match="model must be one of"):
+        AddingNet("lstm")
