@@ -5,6 +5,7 @@ import hashlib
 import http.server
 import json
 import math
+import os
 import socket
 import threading
 from pathlib import Path
@@ -731,7 +732,11 @@ def test_vocab_load_refuses_what_to_dict_cannot_make(tmp_path):
     (tmp_path / "v.json").write_text(json.dumps({k: v for k, v in d.items() if k != "unknown"}))
     with pytest.raises(persist.FormatError, match=r"missing \['unknown'\]"):
         Vocab.load(tmp_path / "v.json")
-    Vocab("abc", unknown="?").save(tmp_path / "v.json")
+    import stat
+    old = os.umask(0o027)
+    try: Vocab("abc", unknown="?").save(tmp_path / "v.json")
+    finally: os.umask(old)
+    assert stat.S_IMODE((tmp_path / "v.json").stat().st_mode) == 0o640  # the umask, not mkstemp's 0600
     assert len(Vocab.load(tmp_path / "v.json", vocab_size=4)) == 4
     with pytest.raises(persist.FormatError, match=r"v.json: .*must hold vocab_size = 5 characters, got 4"):
         Vocab.load(tmp_path / "v.json", vocab_size=5)

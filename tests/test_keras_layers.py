@@ -383,7 +383,12 @@ def test_load_keras_model_names_through_the_table(tmp_path):
     with pytest.raises(FormatError, match="hold NaN or infinite values"):
         load_keras_model(save_keras_model(model, tmp_path / "inf.keras"))
     old = os.umask(0o027)
-    try: assert stat.S_IMODE(save_keras_model(model, tmp_path / "mode.keras").stat().st_mode) == 0o640
+    try:
+        assert stat.S_IMODE(save_keras_model(model, tmp_path / "mode.keras").stat().st_mode) == 0o640
+        optimizer = keras.optimizers.Adam()
+        optimizer.build(model.trainable_variables)
+        TrainingCheckpoint(tmp_path / "ck", model, optimizer).save(1)  # TensorFlow's own writer keeps the umask too
+        assert {stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "ck").iterdir()} == {0o640}
     finally: os.umask(old)
 
 
