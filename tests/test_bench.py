@@ -14,8 +14,11 @@ from rnn_tutorial.numpy_rnn import CELL_GATES
 
 ROOT = Path(__file__).resolve().parents[1]
 SAVED = ROOT / "rnn_tutorial" / "results" / "bench.json"
-RATIOS = [f"{impl}/{k} / keras/{k}" for k in CELL_GATES for impl in ("numpy", "tf", "tf-xla")]
-RATIOS.append("numpy/rnn_gflops / gemm_gflops")
+SAVED_MINGRU = ROOT / "rnn_tutorial" / "results" / "bench_mingru.json"
+CHAR_RATIOS = [f"{impl}/{k} / keras/{k}" for k in CELL_GATES for impl in ("numpy", "tf", "tf-xla")]
+CHAR_RATIOS.append("numpy/rnn_gflops / gemm_gflops")
+MINGRU_RATIOS = ["numpy/mingru / numpy GRU layer", "tf/mingru / keras GRU layer", "mingru / keras GRU layer"]
+RATIOS = CHAR_RATIOS + MINGRU_RATIOS
 
 
 def check_schema(result, keys=bench.KEYS):
@@ -44,6 +47,15 @@ def check_schema(result, keys=bench.KEYS):
         assert result["numpy/rnn_gflops"] == pytest.approx(flops / (result["ms_per_step"]["numpy/rnn"] / 1e3) / 1e9)
         ratio = result["numpy/rnn_gflops"] / result["gemm_gflops"]
         assert result["ratios"]["numpy/rnn_gflops / gemm_gflops"] == pytest.approx(ratio)
+    mingru = [k for k in keys if k in bench.MINGRU_KEYS]
+    assert ("mingru" in result) == bool(mingru)
+    for k in mingru:  # the fastest variant's layer step, and its ratio to the GRU layer measured beside it
+        m, ref = result["mingru"], bench.MINGRU_REFERENCES[k]
+        assert {*bench.MINGRU_VARIANTS[k], ref} <= set(m["ms_per_call"])
+        assert m["fastest"][k] == min(bench.MINGRU_VARIANTS[k], key=m["ms_per_call"].get)
+        assert result["ms_per_step"][k] == pytest.approx(m["ms_per_call"][m["fastest"][k]])
+        assert result["tokens_per_s"][k] == pytest.approx(c["batch"] * c["seq_len"] / result["ms_per_step"][k] * 1e3)
+        assert result["ratios"][f"{k} / {ref} layer"] == pytest.approx(m["ms_per_call"][ref] / result["ms_per_step"][k])
 
 
 def test_flop_formulas():
@@ -71,8 +83,9 @@ def test_flop_formulas():
 
 
 def test_select_keys():
-    assert bench.select_keys() == list(bench.KEYS) and len(bench.KEYS) == 12
-    assert bench.select_keys("numpy/*") == ["numpy/rnn", "numpy/lstm", "numpy/gru"]
+    assert bench.select_keys() == list(bench.KEYS) and len(bench.KEYS) == 14
+    assert bench.select_keys("numpy/*") == ["numpy/rnn", "numpy/lstm", "numpy/gru", "numpy/mingru"]
+    assert bench.select_keys("*/mingru") == ["numpy/mingru", "tf/mingru"]
     assert bench.select_keys("keras/lstm, tf*/rnn") == ["tf/rnn", "tf-xla/rnn", "keras/lstm"]
     for bad in ("jax/*", "", " , "):
         with pytest.raises(ValueError, match="only"):
@@ -85,6 +98,7 @@ def test_select_keys():
     (["--units", "-3"], "--units"),
     (["--warmup", "-1"], "--warmup: expected a non-negative integer"),
     (["--blas-threads", "0"], "--blas-threads"),
+    (["--tf-threads", "x"], "--tf-threads: expected a positive integer"),
     (["--only", "jax/*"], "matches none of"),
     (["--frobnicate"], "unrecognized arguments"),
 ])
@@ -103,7 +117,7 @@ def test_help_names_every_option(capsys):
     assert e.value.code == 0
     out = capsys.readouterr().out
     for opt in ("--batch", "--seq-len", "--units", "--vocab", "--repeats", "--warmup", "--only", "--quick", "--json",
-                "--blas-threads"):
+                "--blas-threads", "--tf-threads"):
         assert opt in out
 
 
@@ -114,13 +128,29 @@ def test_numpy_only_run_in_process(tmp_path, capsys):
                        "--repeats", "2", "--warmup", "0", "--blas-threads", "1", "--output", str(out)]) == 0
     cap = capsys.readouterr()
     result = json.loads(cap.out)
-    assert "numpy/rnn" in cap.err and "gemm" in cap.err
-    check_schema(result, ["numpy/rnn", "numpy/lstm", "numpy/gru"])
-    assert result["ratios"].keys() == {"numpy/rnn_gflops / gemm_gflops"}
+    assert "numpy/rnn" in cap.err and "gemm" in cap.err and "numpy minGRU loop" in cap.err
+    check_schema(result, ["numpy/rnn", "numpy/lstm", "numpy/gru", "numpy/mingru"])
+    assert result["ratios"].keys() == {"numpy/rnn_gflops / gemm_gflops", "numpy/mingru / numpy GRU layer"}
+    assert set(result["mingru"]["ms_per_call"]) == {*bench.MINGRU_VARIANTS["numpy/mingru"], "numpy GRU"}
     assert "tensorflow" not in result["config"]["machine"]
     assert json.loads(out.read_text()) == result
     assert sorted(p.name for p in out.parent.iterdir()) == ["b.json"]  # written atomically: no temporary file left
     assert result["config"]["machine"]["blas"]["threads"] in (1, None)  # measured inside --blas-threads 1
+
+
+def test_mingru_keys_quick(capsys):
+    """Both minGRU keys at tiny sizes: the faster of loop and scan in NumPy and in TF, each against the GRU layer
+    timed beside it, and the table's minGRU row."""
+    result = bench.run_benchmark(batch=2, seq_len=5, units=4, repeats=1, warmup=1, only="*/mingru", log=lambda m: None)
+    check_schema(result, ["numpy/mingru", "tf/mingru"])
+    assert set(result["ratios"]) == {"numpy/mingru / numpy GRU layer", "tf/mingru / keras GRU layer",
+                                     "mingru / keras GRU layer"}
+    ms = result["mingru"]["ms_per_call"]
+    best = min(result["ms_per_step"][k] for k in bench.MINGRU_KEYS)
+    assert result["ratios"]["mingru / keras GRU layer"] == pytest.approx(ms["keras GRU"] / best)
+    assert "mingru / keras GRU layer" in result["targets"]
+    table = bench.format_table(result)
+    assert "mingru*" in table and "one layer's forward and backward" in table
 
 
 def test_table_output(capsys):
@@ -156,7 +186,7 @@ def test_numpy_steps_train_the_same_task():
 
 def test_quick_json_command():
     """`python -m rnn_tutorial.bench --json --quick` (one timed step each here): exactly one JSON object on stdout, all
-    twelve keys."""
+    fourteen keys."""
     proc = subprocess.run([sys.executable, "-m", "rnn_tutorial.bench", "--json", "--quick", "--repeats", "1",
                            "--warmup", "1"],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
@@ -171,12 +201,25 @@ def test_quick_json_command():
 
 
 def test_saved_full_run():
-    "The saved run the chapter shows ships with the package, has the full schema and the default sizes."
+    """The saved run the chapter shows ships with the package, has the full schema of the twelve character-model
+    keys (it was made before the minGRU keys existed) and the default sizes."""
     result = json.loads(SAVED.read_text())
-    check_schema(result)
+    check_schema(result, bench.CHAR_KEYS)
     c = result["config"]
     assert (c["batch"], c["seq_len"], c["units"], c["vocab"]) == (64, 100, 256, 80)
-    assert set(result["ratios"]) == set(RATIOS)
+    assert set(result["ratios"]) == set(CHAR_RATIOS)
+
+
+def test_saved_mingru_run():
+    "The saved minGRU run the chapter shows: both minGRU keys beside the GRU's, the default sizes, one thread each."
+    result = json.loads(SAVED_MINGRU.read_text())
+    keys = ["numpy/gru", "keras/gru", "numpy/mingru", "tf/mingru"]
+    check_schema(result, keys)
+    c = result["config"]
+    assert (c["batch"], c["seq_len"], c["units"], c["vocab"]) == (64, 100, 256, 80)
+    assert set(result["ratios"]) == {"numpy/gru / keras/gru", *MINGRU_RATIOS}
+    assert c["machine"]["tf_threads"] == {"intra_op": 1, "inter_op": 1} and c["machine"]["blas"]["threads"] == 1
+    assert "--only numpy/gru,keras/gru,*/mingru" in result["command"]
 
 
 def test_module_imports_without_tensorflow():
