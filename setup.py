@@ -53,7 +53,7 @@ setuptools.setup(
     packages=setuptools.find_namespace_packages(
         include=[cfg["lib_path"], cfg["lib_path"] + ".*"], exclude=["*.__pycache__"]
     ),
-    package_data={cfg["lib_path"]: ["results/*.json"]},
+    package_data={cfg["lib_path"]: ["results/*.json", "results/*.npz"]},
     include_package_data=True,
     python_requires=">=" + min_python,
     install_requires=reqs("requirements"),

@@ -10,7 +10,7 @@ import sys
 TF_FREE = ["rnn_tutorial.checks", "rnn_tutorial.persist", "rnn_tutorial.tf_setup", "rnn_tutorial.data",
            "rnn_tutorial.numpy_rnn", "rnn_tutorial.numpy_gated", "rnn_tutorial.numpy_train", "rnn_tutorial.diagnostics",
            "rnn_tutorial.bench", "rnn_tutorial.cli", "rnn_tutorial.apps.generation", "rnn_tutorial.apps.classification",
-           "rnn_tutorial.apps.tagging", "rnn_tutorial.apps.speech", "rnn_tutorial.linear_rnn"]
+           "rnn_tutorial.apps.tagging", "rnn_tutorial.apps.speech", "rnn_tutorial.linear_rnn", "rnn_tutorial.neurons"]
 # Modules that define Keras classes import TensorFlow, quietly, and do nothing else at import.
 WITH_TF = ["rnn_tutorial.tf_rnn", "rnn_tutorial.keras_layers", "rnn_tutorial.tf_train", "rnn_tutorial.apps.translation",
            "rnn_tutorial.apps.forecasting"]
