@@ -160,9 +160,13 @@ def test_load_results_refuses_other_files(tmp_path):
 
 def test_shipped_results_load():
     "The precomputed files shipped in the package are readable and were made by the recorded command."
-    from rnn_tutorial.linear_rnn import QUALITY_FILE, SPEED_FILE
+    from rnn_tutorial.linear_rnn import ADDING_FILES, QUALITY_FILE, SPEED_FILE
     for path in (SPEED_FILE, QUALITY_FILE):
         assert "python -m rnn_tutorial.linear_rnn" in load_results(path)["command"]
+    for model, path in ADDING_FILES.items():  # one model per file, T=200, the command that the chapter prints
+        r = load_results(path)
+        assert f"adding --models {model} " in r["command"] and [run["model"] for run in r["runs"]] == [model]
+        assert r["config"]["T"] == 200 and r["config"]["lr"] == 3e-3 and r["config"]["batch_size"] == 64
 
 
 def test_import_does_not_import_tensorflow():
