@@ -3,7 +3,9 @@
 Starts `jupyter lab` on 127.0.0.1 (free port, random token, no browser of its own) over a copy of
 `nbs/` in pytest's tmp dir, opens a chapter in headless Chromium driven by Playwright, waits for its
 cells and an idle kernel, checks its title, runs a typed code cell and sees its output, checks no
-dialog is shown, saves a screenshot to `.artifacts/screenshots/`, and shuts the server down.
+dialog is shown, saves a screenshot to `.artifacts/screenshots/`, and shuts the server down. Chapter 07's sampling
+knobs (ipywidgets, whose JupyterLab 4 extension is prebuilt) are built in a typed cell, and a slider moved from the
+keyboard redraws their output.
 Skipped only where Chromium or Playwright is missing.
 """
 
@@ -19,6 +21,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -87,7 +90,7 @@ def run_typed_cell(page, notebook, code: str):
 
     Select the title's cell, insert a code cell below it (Escape, b), type into it and press Shift+Enter. One line
     is typed key by key; several are inserted as typed text, so the editor's automatic indentation and closing
-    brackets do not change them. The cell is found by its source, not by counting cells: JupyterLab attaches a long
+    brackets do not change them. The cell is found by its first line, not by counting cells: JupyterLab attaches a long
     notebook's cells to the page a few at a time.
     """
     from playwright.sync_api import expect
@@ -108,9 +111,31 @@ def run_typed_cell(page, notebook, code: str):
     source = code.replace("\n", "")  # the editor's text content joins its lines
     expect(new.locator(".jp-InputArea-editor")).to_have_text(source, timeout=STEP_TIMEOUT_MS)
     page.keyboard.press("Shift+Enter")
-    return notebook.locator(
-        ".jp-CodeCell", has=page.locator(".jp-InputArea-editor", has_text=re.compile("^" + re.escape(source) + "$"))
-    ).first
+    first_line = re.compile("^" + re.escape(code.split("\n")[0]) + ("$" if "\n" not in code else ""))
+    return notebook.locator(".jp-CodeCell", has=page.locator(".jp-InputArea-editor", has_text=first_line)).first
+
+
+@contextmanager
+def lab_page(browser_path, shot: Path, log: Path):
+    """A page of headless Chromium for JupyterLab; yields (page, uncaught page errors).
+
+    On a failure the server log's tail is printed (pytest shows it with the failure); a screenshot is saved to
+    `shot` either way.
+    """
+    shot.parent.mkdir(parents=True, exist_ok=True)
+    with chromium(browser_path) as browser:
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.set_default_timeout(STEP_TIMEOUT_MS)
+        page.set_default_navigation_timeout(PAGE_TIMEOUT_MS)
+        page_errors = []
+        page.on("pageerror", lambda e: page_errors.append(str(e)))
+        try:
+            yield page, page_errors
+        except BaseException:
+            print(f"--- jupyter lab log (tail) ---\n{log_tail(log)}")
+            raise
+        finally:
+            page.screenshot(path=str(shot))
 
 
 def free_port() -> int:
@@ -216,38 +241,26 @@ def test_chapter_opens_and_runs_in_jupyterlab(browser_path, lab):
     nb = chapter_notebook(root)
     title = chapter_title(nb)
     shot = SCREENSHOTS / f"jupyterlab-{nb.stem}.png"
-    shot.parent.mkdir(parents=True, exist_ok=True)
 
-    with chromium(browser_path) as browser:
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
-        page.set_default_timeout(STEP_TIMEOUT_MS)
-        page.set_default_navigation_timeout(PAGE_TIMEOUT_MS)
-        page_errors = []
-        page.on("pageerror", lambda e: page_errors.append(str(e)))
-        try:
-            panel, notebook, dialog = open_notebook(page, base, token, nb)
+    with lab_page(browser_path, shot, log) as (page, page_errors):
+        panel, notebook, dialog = open_notebook(page, base, token, nb)
 
-            # The chapter's title is on the page.
-            heading = notebook.locator(".jp-RenderedMarkdown h1").first
-            expect(heading).to_be_visible(timeout=STEP_TIMEOUT_MS)
-            expect(heading).to_contain_text(title, timeout=STEP_TIMEOUT_MS)
+        # The chapter's title is on the page.
+        heading = notebook.locator(".jp-RenderedMarkdown h1").first
+        expect(heading).to_be_visible(timeout=STEP_TIMEOUT_MS)
+        expect(heading).to_contain_text(title, timeout=STEP_TIMEOUT_MS)
 
-            # Run a code cell typed in the browser, below the title, and see its output.
-            ran = run_typed_cell(page, notebook, "print(6 * 7)")
-            output = ran.locator(".jp-OutputArea-output")
-            expect(output.first).to_have_text(re.compile(r"^\s*42\s*$"), timeout=OUTPUT_TIMEOUT_MS)
-            expect(ran.locator(".jp-InputPrompt")).to_have_text(re.compile(r"\[\d+\]"), timeout=STEP_TIMEOUT_MS)
-            stderr = ran.locator('.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]')
-            assert stderr.count() == 0, f"the cell wrote to stderr or raised: {output.all_inner_texts()}"
+        # Run a code cell typed in the browser, below the title, and see its output.
+        ran = run_typed_cell(page, notebook, "print(6 * 7)")
+        output = ran.locator(".jp-OutputArea-output")
+        expect(output.first).to_have_text(re.compile(r"^\s*42\s*$"), timeout=OUTPUT_TIMEOUT_MS)
+        expect(ran.locator(".jp-InputPrompt")).to_have_text(re.compile(r"\[\d+\]"), timeout=STEP_TIMEOUT_MS)
+        stderr = ran.locator('.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]')
+        assert stderr.count() == 0, f"the cell wrote to stderr or raised: {output.all_inner_texts()}"
 
-            # No error dialog (nor any other dialog) over the notebook.
-            assert dialog.count() == 0, f"dialog shown: {dialog.all_inner_texts()}"
-            assert not page_errors, f"uncaught errors in the page: {page_errors}"
-        except BaseException:
-            print(f"--- jupyter lab log (tail) ---\n{log_tail(log)}")  # shown by pytest with the failure
-            raise
-        finally:
-            page.screenshot(path=str(shot))
+        # No error dialog (nor any other dialog) over the notebook.
+        assert dialog.count() == 0, f"dialog shown: {dialog.all_inner_texts()}"
+        assert not page_errors, f"uncaught errors in the page: {page_errors}"
 
 
 def test_figures_show_in_jupyterlab(browser_path, lab):
@@ -256,30 +269,20 @@ def test_figures_show_in_jupyterlab(browser_path, lab):
 
     base, token, root, log = lab
     shot = SCREENSHOTS / "jupyterlab-index-figure.png"
-    shot.parent.mkdir(parents=True, exist_ok=True)
-    with chromium(browser_path) as browser:
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
-        page.set_default_timeout(STEP_TIMEOUT_MS)
-        page.set_default_navigation_timeout(PAGE_TIMEOUT_MS)
-        try:
-            page.goto(f"{base}/lab/tree/index.ipynb?token={token}", wait_until="domcontentloaded")
-            panel = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden)")
-            image = panel.locator('.jp-RenderedMarkdown img[src*="rnn_unrolled.svg"]').first
-            expect(image).to_be_visible(timeout=PAGE_TIMEOUT_MS)
-            image.scroll_into_view_if_needed()
-            page.wait_for_function("img => img.complete", arg=image.element_handle(), timeout=STEP_TIMEOUT_MS)
-            width = image.evaluate("img => img.naturalWidth")
-            assert width > 0, f"figures/rnn_unrolled.svg did not load in JupyterLab (naturalWidth {width})"
-        except BaseException:
-            print(f"--- jupyter lab log (tail) ---\n{log_tail(log)}")
-            raise
-        finally:
-            page.screenshot(path=str(shot))
+    with lab_page(browser_path, shot, log) as (page, _):
+        page.goto(f"{base}/lab/tree/index.ipynb?token={token}", wait_until="domcontentloaded")
+        panel = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden)")
+        image = panel.locator('.jp-RenderedMarkdown img[src*="rnn_unrolled.svg"]').first
+        expect(image).to_be_visible(timeout=PAGE_TIMEOUT_MS)
+        image.scroll_into_view_if_needed()
+        page.wait_for_function("img => img.complete", arg=image.element_handle(), timeout=STEP_TIMEOUT_MS)
+        width = image.evaluate("img => img.naturalWidth")
+        assert width > 0, f"figures/rnn_unrolled.svg did not load in JupyterLab (naturalWidth {width})"
 
 
 # The sampling knobs of chapter 07 over a tiny model: a random bigram table over nine characters. Running the
-# chapter's own cells would train its GRU for about two minutes first; the widget is the same function
-# (`sampling_knobs`, which the chapter displays) with tiny inputs, so the test stays well under a minute.
+# chapter's own cells would first train its GRU, for one and a half to two minutes on 2 CPU cores; the widget is
+# the one the chapter displays (`sampling_knobs`), given tiny inputs, so the test trains nothing.
 KNOBS_CELL = """\
 from rnn_tutorial.apps.generation import sampling_knobs
 import numpy as np
@@ -297,44 +300,69 @@ def test_sampling_knobs_in_jupyterlab(browser_path, lab):
     base, token, root, log = lab
     nb = next(iter(sorted(root.glob("07_*.ipynb"))))
     shot = SCREENSHOTS / f"jupyterlab-{nb.stem}-knobs.png"
-    shot.parent.mkdir(parents=True, exist_ok=True)
-    with chromium(browser_path) as browser:
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
-        page.set_default_timeout(STEP_TIMEOUT_MS)
-        page.set_default_navigation_timeout(PAGE_TIMEOUT_MS)
-        page_errors = []
-        page.on("pageerror", lambda e: page_errors.append(str(e)))
-        try:
-            panel, notebook, dialog = open_notebook(page, base, token, nb)
-            ran = run_typed_cell(page, notebook, KNOBS_CELL)
+    with lab_page(browser_path, shot, log) as (page, page_errors):
+        panel, notebook, dialog = open_notebook(page, base, token, nb)
+        ran = run_typed_cell(page, notebook, KNOBS_CELL)
 
-            # The widget is drawn (by the JupyterLab 4 extension of ipywidgets, no build step): two sliders and
-            # an output with the distribution's plot and the sample's text.
-            sliders = ran.locator(".widget-slider")
-            expect(sliders).to_have_count(2, timeout=OUTPUT_TIMEOUT_MS)
-            temperature = sliders.filter(has_text="temperature")
-            readout = temperature.locator(".widget-readout")
-            expect(readout).to_have_text("0.70")
-            shown = ran.locator(".widget-output")
-            image = shown.locator("img")
-            expect(image).to_have_count(1, timeout=OUTPUT_TIMEOUT_MS)
-            expect(shown).to_contain_text("a ", timeout=OUTPUT_TIMEOUT_MS)
-            text_before, image_before = shown.inner_text(), image.get_attribute("src")
+        # The widget is drawn (by the JupyterLab 4 extension of ipywidgets, no build step): two sliders and
+        # an output with the distribution's plot and the sample's text.
+        sliders = ran.locator(".widget-slider")
+        expect(sliders).to_have_count(2, timeout=OUTPUT_TIMEOUT_MS)
+        temperature = sliders.filter(has_text="temperature")
+        readout = temperature.locator(".widget-readout")
+        expect(readout).to_have_text("0.70")
+        shown = ran.locator(".widget-output")
+        image = shown.locator("img")
+        expect(image).to_have_count(1, timeout=OUTPUT_TIMEOUT_MS)
+        expect(shown).to_contain_text("a ", timeout=OUTPUT_TIMEOUT_MS)
+        text_before, image_before = shown.inner_text(), image.get_attribute("src")
 
-            # Move the slider from the keyboard, as a user can: End takes it to its maximum, 2.
-            temperature.locator(".noUi-handle").focus()
-            page.keyboard.press("End")
-            expect(readout).to_have_text("2.00")
-            expect(shown).not_to_have_text(text_before, timeout=OUTPUT_TIMEOUT_MS)
-            expect(image).to_have_count(1, timeout=OUTPUT_TIMEOUT_MS)
-            assert image.get_attribute("src") != image_before, "the plot was not drawn again"
-            ran.scroll_into_view_if_needed()
-            stderr = ran.locator('.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]')
-            assert stderr.count() == 0, f"the cell wrote to stderr or raised: {ran.inner_text()}"
-            assert dialog.count() == 0, f"dialog shown: {dialog.all_inner_texts()}"
-            assert not page_errors, f"uncaught errors in the page: {page_errors}"
-        except BaseException:
-            print(f"--- jupyter lab log (tail) ---\n{log_tail(log)}")
-            raise
-        finally:
-            page.screenshot(path=str(shot))
+        # Move the slider from the keyboard, as a user can: End takes it to its maximum, 2.
+        temperature.locator(".noUi-handle").focus()
+        page.keyboard.press("End")
+        expect(readout).to_have_text("2.00")
+        expect(shown).not_to_have_text(text_before, timeout=OUTPUT_TIMEOUT_MS)
+        expect(image).not_to_have_attribute("src", image_before, timeout=OUTPUT_TIMEOUT_MS)  # drawn again
+        page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=image.element_handle())
+        ran.scroll_into_view_if_needed()
+        stderr = ran.locator('.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]')
+        assert stderr.count() == 0, f"the cell wrote to stderr or raised: {ran.inner_text()}"
+        assert dialog.count() == 0, f"dialog shown: {dialog.all_inner_texts()}"
+        assert not page_errors, f"uncaught errors in the page: {page_errors}"
+
+
+# Chapter 10's text box over an untrained attention model (the chapter trains its own for over a minute): the
+# heat-map is meaningless, but typing a date and pressing Enter must translate it and draw the map again. The
+# untrained model writes the padding symbol, which fonts lack: matplotlib's warnings about it are silenced.
+ATTENTION_CELL = """\
+from rnn_tutorial.apps.translation import SOURCE_VOCAB, TARGET_VOCAB, Seq2Seq, Translator, attention_knobs
+import warnings
+warnings.filterwarnings("ignore", "Glyph")
+tr = Translator(Seq2Seq(len(SOURCE_VOCAB), len(TARGET_VOCAB), units=8, embed_dim=4))
+display(attention_knobs(tr, "3 Mar 2021", options=["1 Jan 2000"]))"""
+
+
+def test_attention_knob_in_jupyterlab(browser_path, lab):
+    "Chapter 10's date box: a date typed in the browser, then Enter, redraws the attention heat-map."
+    from playwright.sync_api import expect
+
+    base, token, root, log = lab
+    nb = next(iter(sorted(root.glob("10_*.ipynb"))))
+    shot = SCREENSHOTS / f"jupyterlab-{nb.stem}-knob.png"
+    with lab_page(browser_path, shot, log) as (page, page_errors):
+        panel, notebook, dialog = open_notebook(page, base, token, nb)
+        ran = run_typed_cell(page, notebook, ATTENTION_CELL)
+        box = ran.locator(".widget-text input")  # a Combobox is a text box with a list
+        expect(box).to_have_value("3 Mar 2021", timeout=2 * OUTPUT_TIMEOUT_MS)  # TensorFlow is imported first
+        image = ran.locator(".widget-output img")
+        expect(image).to_have_count(1, timeout=OUTPUT_TIMEOUT_MS)
+        image_before = image.get_attribute("src")
+
+        box.fill("Wednesday 31 Dec 1999")
+        box.press("Enter")
+        expect(image).not_to_have_attribute("src", image_before, timeout=OUTPUT_TIMEOUT_MS)  # drawn again
+        page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=image.element_handle())
+        stderr = ran.locator('.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]')
+        assert stderr.count() == 0, f"the cell wrote to stderr or raised: {ran.inner_text()}"
+        assert dialog.count() == 0, f"dialog shown: {dialog.all_inner_texts()}"
+        assert not page_errors, f"uncaught errors in the page: {page_errors}"
