@@ -305,6 +305,7 @@ def test_sampling_distribution_is_what_the_sampler_draws_from():
     np.testing.assert_allclose(sampling_distribution(logits), np.exp(logits))
     for greedy in (sampling_distribution(logits, 0), sampling_distribution(logits, 1.0, 1)):
         np.testing.assert_array_equal(greedy, np.eye(5)[1])
+    np.testing.assert_array_equal(sampling_distribution(np.array([5.0, 3.0, 1.0]), 1e-300), [1, 0, 0])  # no NaN
     with pytest.raises(ValueError, match="temperature"): sampling_distribution(logits, -1)
     with pytest.raises(ValueError, match="top_k"): sampling_distribution(logits, 1, 0)
     with pytest.raises(ValueError, match="log_probs"): sampling_distribution(np.zeros((2, 3)))

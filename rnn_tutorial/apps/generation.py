@@ -26,7 +26,7 @@ def sampling_distribution(
     lp = np.asarray(log_probs, np.float64)
     if lp.ndim != 1 or lp.size == 0: raise ValueError(f"log_probs must be a non-empty 1-D array, got shape {lp.shape}")
     if temperature == 0 or top_k == 1: return np.eye(lp.size)[np.argmax(lp)]  # greedy: all on the likeliest
-    z = lp / temperature
+    with np.errstate(over="ignore"): z = (lp - lp.max()) / temperature  # as sample_next_id: a tiny one, argmax
     if top_k is not None and top_k < z.size: z[np.argsort(z)[:-top_k]] = -np.inf  # keep the k largest
     return np.exp(z - np.logaddexp.reduce(z))
 
