@@ -236,7 +236,7 @@ def _read_keras_archive(path)->None:
                 raise FormatError(f"{path} is not a .keras archive of this package: it holds {sorted(names)}, "
                                   f"expected {sorted(_ARCHIVE)}")
             meta, config = (json.loads(z.read(n).decode("utf-8")) for n in ("metadata.json", "config.json"))
-    except (zipfile.BadZipFile, OSError, UnicodeDecodeError, ValueError, NotImplementedError, EOFError) as e:
+    except (zipfile.BadZipFile, OSError, ValueError, RecursionError, NotImplementedError, EOFError) as e:
         if isinstance(e, FormatError): raise
         raise FormatError(f"{path} is not a .keras archive (damaged or truncated?): {e}") from None
     validate_meta(meta, {"keras_version": str, "date_saved": str}, f"{path} (metadata.json)", "Keras model",

@@ -74,7 +74,7 @@ def read_json(
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f"no {noun} at {path}")
     try: obj = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as e:
+    except (OSError, ValueError, RecursionError) as e:  # UnicodeDecodeError is a ValueError
         raise FormatError(f"{path} is not a valid {noun}: {e}") from e
     if not isinstance(obj, dict): raise FormatError(f"{path} is not a valid {noun}: expected a JSON object")
     return obj
@@ -116,7 +116,7 @@ def read_npz(
     if fmt is None: return arrays, None
     raw = arrays.pop("meta.json", None)
     try: meta = json.loads(raw.tobytes().decode("utf-8"))
-    except (AttributeError, UnicodeDecodeError, ValueError) as e:
+    except (AttributeError, ValueError, RecursionError) as e:
         raise FormatError(f"{path} is not a valid {noun}: its metadata is missing or not JSON") from e
     if not isinstance(meta, dict) or meta.get("format") != fmt:
         got = meta.get("format") if isinstance(meta, dict) else None

@@ -173,3 +173,16 @@ def test_load_keras_model_on_edited_archives(tmp_path, keras_file, meta, pick, v
     with zipfile.ZipFile(path, "w") as z:
         for n, b in files.items(): z.writestr(n, b)
     outcome(lambda: load_keras_model(path), tmp_path)
+
+
+def test_deeply_nested_json_is_a_format_error_not_a_recursion_error(tmp_path):
+    "JSON nested deeper than Python's parser recurses (100,000 brackets) is a damaged file, in every JSON reader"
+    from rnn_tutorial.numpy_train import NUMPY_MODEL_FORMAT, load_model
+    from rnn_tutorial.persist import FormatError
+    deep = "[" * 100_000 + "]" * 100_000
+    (tmp_path / "deep.json").write_text(deep)
+    with pytest.raises(FormatError, match="deep.json"): read_json(tmp_path / "deep.json")
+    meta = np.frombuffer(deep.encode(), dtype=np.uint8)
+    np.savez(tmp_path / "deep.npz", **{"meta.json": meta})
+    with pytest.raises(FormatError, match="deep.npz"): read_npz(tmp_path / "deep.npz", NUMPY_MODEL_FORMAT, 1, "model")
+    with pytest.raises(FormatError): load_model(tmp_path / "deep.npz")
