@@ -197,7 +197,7 @@ def solved_table(
     return table
 
 # %% ../nbs/04_gradients.ipynb #6f44599f
-def _keras_model(keras, model:str, task:str, T:int, units:int, n_in:int, n_out:int):
+def _keras_model(keras, model:str, task:str, T:int, units:int, n_in:int, n_out:int, forget_bias:bool=True):
     """A built-in Keras recurrent layer `model` with the head of `task`: one output from the last state, or logits at
     every step."""
     seq = task == "copy"
@@ -206,31 +206,39 @@ def _keras_model(keras, model:str, task:str, T:int, units:int, n_in:int, n_out:i
         layer = keras.layers.SimpleRNN(units, activation="relu", return_sequences=seq,
                                        recurrent_initializer=keras.initializers.Identity(),
                                        kernel_initializer=keras.initializers.RandomNormal(stddev=0.001))
-    elif model == "lstm": layer = keras.layers.LSTM(units, return_sequences=seq)
+    elif model == "lstm": layer = keras.layers.LSTM(units, return_sequences=seq, unit_forget_bias=forget_bias)
     elif model == "gru": layer = keras.layers.GRU(units, return_sequences=seq)
     else: raise ValueError(f"model must be one of {', '.join(map(repr, LONG_MEMORY_MODELS))}, got {model!r}")
     return keras.Sequential([keras.Input((T, n_in)), layer, keras.layers.Dense(n_out)])
 
-def _long_memory_data(task, n, T, seed):
+def _long_memory_data(task, n, T, seed, copy_length=10):
     "Inputs (n, steps, features) float32 and targets of `task` at length `T`."
     if task == "adding": return adding_problem(n, T, seed)
     if task == "copy":
-        X, Y = copy_memory(n, T, seed=seed)
+        X, Y = copy_memory(n, T, length=copy_length, seed=seed)
         return np.eye(10, dtype=np.float32)[X], Y  # one-hot over blank, 8 symbols and the delimiter
     raise ValueError(f"task must be one of 'adding', 'copy', got {task!r}")
 
 def run_long_memory(
     out:str|os.PathLike|None=None, # JSON file to write, updated after every run (so a partial run keeps its results)
-    tasks:tuple=("adding", "copy"), # "adding" (MSE) and/or "copy" (cross-entropy, nats per step)
-    lengths:tuple=(10, 50, 100, 200), # T: sequence length (adding) or delay (copy)
-    models:tuple=LONG_MEMORY_MODELS, # Keras built-in layers to train
+    tasks:tuple=("adding",), # "adding" (MSE) and/or "copy" (cross-entropy, nats per step)
+    lengths:tuple=(100, 200), # T: sequence length (adding) or delay (copy)
+    models:tuple=("tanh", "lstm", "gru"), # Keras built-in layers to train, from `LONG_MEMORY_MODELS`
     units:int=64, # hidden size of every model
-    steps:int=1000, # Adam steps per run, each on a fresh batch
+    steps:int=5000, # at most this many Adam steps per run, each on a fresh batch
     batch_size:int=64, # examples per step
-    lr:float=1e-3, # Adam's learning rate; every model clips its gradient's global norm to 1
+    lr:float=3e-3, # Adam's learning rate
+    clipnorm:float|None=1.0, # clip the gradient's global norm to this (None: no clipping)
+    forget_bias:bool=True, # the LSTM's forget-gate bias starts at 1 (Keras's `unit_forget_bias`); else at 0
+    stop_ratio:float|None=0.01, # stop a run once its held-out loss is below stop_ratio * baseline (None: never)
+    copy_length:int=10, # symbols to remember in the copy task
+    skip_after_fail:bool=False, # skip a (task, model)'s longer lengths once it failed (loss >= 10% of the baseline)
     n_valid:int=512, # held-out examples, the same for every model
     eval_every:int=100, # steps between held-out evaluations (the learning curve)
     seed:int=0, # seeds the data and `keras.utils.set_random_seed`
+    max_seconds:float|None=None, # wall-time budget of the whole call: the run going on stops, later ones are skipped
+    threads:int|None=None, # TensorFlow's intra- and inter-op threads (before its first use); None leaves them
+    verbose:bool=False, # print every held-out evaluation, not only each run's last
     command:str=LONG_MEMORY_COMMAND, # the command line recorded in the results
 )->dict: # the config, the command, versions and one record per (task, model, T)
     """Train each model on each long-memory task at each length with Keras's built-in layers; report held-out loss
@@ -238,43 +246,66 @@ def run_long_memory(
     from rnn_tutorial.tf_setup import configure_tensorflow, import_tensorflow  # here only: the rest needs NumPy alone
     for task in tasks: check_choice("tasks", task, ("adding", "copy"))
     for model in models: check_choice("models", model, LONG_MEMORY_MODELS)
-    lengths = [check_int("lengths", T) for T in lengths]
+    lengths = [check_int("lengths", T, minimum=2) for T in lengths]
     units, steps, batch_size = check_int("units", units), check_int("steps", steps), check_int("batch_size", batch_size)
     n_valid, eval_every, lr = check_int("n_valid", n_valid), check_int("eval_every", eval_every), check_number("lr", lr)
+    copy_length = check_int("copy_length", copy_length)
+    if clipnorm is not None: clipnorm = check_number("clipnorm", clipnorm)
+    if stop_ratio is not None: stop_ratio = check_number("stop_ratio", stop_ratio)
+    if threads is not None: threads = check_int("threads", threads)
+    if max_seconds is not None: max_seconds = check_number("max_seconds", max_seconds)
     tf, keras = import_tensorflow()
+    if threads is not None:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
     configure_tensorflow(deterministic=True)
     config = dict(tasks=list(tasks), lengths=list(lengths), models=list(models), units=units, steps=steps,
-                  batch_size=batch_size, lr=lr, clipnorm=1.0, n_valid=n_valid, eval_every=eval_every, seed=seed)
+                  batch_size=batch_size, lr=lr, clipnorm=clipnorm, clip="global norm", forget_bias=bool(forget_bias),
+                  stop_ratio=stop_ratio, copy_length=copy_length, skip_after_fail=bool(skip_after_fail),
+                  n_valid=n_valid, eval_every=eval_every, seed=seed, max_seconds=max_seconds, threads=threads)
     result = {"format": "rnn-tutorial.long-memory", "version": 1, "command": command, "config": config,
               "versions": {"python": platform.python_version(), "numpy": np.__version__, "tensorflow": tf.__version__,
                            "keras": keras.__version__}, "runs": []}
-    start = time.perf_counter()
+    start, failed, chunk = time.perf_counter(), set(), 100  # fresh batches are made `chunk` steps at a time
     for T in lengths:
         for task in tasks:
-            X, Y = _long_memory_data(task, steps * batch_size, T, seed)
-            Xv, Yv = _long_memory_data(task, n_valid, T, seed + 10_000)
-            if task == "adding": baseline = float(np.mean((Yv - Y.mean()) ** 2))  # predict the training mean
-            else: baseline = copy_memory_baseline(T)
+            Xv, Yv = _long_memory_data(task, n_valid, T, seed + 10_000, copy_length)
+            if task == "adding": baseline = 1 / 6  # Var(U1 + U2) = 2/12: the MSE of predicting the mean, 1
+            else: baseline = copy_memory_baseline(T, length=copy_length)
             for model in models:
+                if skip_after_fail and (task, model) in failed: continue
+                if max_seconds is not None and time.perf_counter() - start > max_seconds: continue
                 keras.utils.set_random_seed(seed)
-                net = _keras_model(keras, model, task, X.shape[1], units, X.shape[2], 1 if task == "adding" else 9)
+                net = _keras_model(keras, model, task, Xv.shape[1], units, Xv.shape[2], 1 if task == "adding" else 9,
+                                   forget_bias)
                 loss = "mse" if task == "adding" else keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-                net.compile(keras.optimizers.Adam(lr, clipnorm=1.0), loss)
+                net.compile(keras.optimizers.Adam(lr, global_clipnorm=clipnorm), loss)
                 t0, curve = time.perf_counter(), []
+                run = {"task": task, "model": model, "T": T, "final_loss": None, "baseline": baseline, "ratio": None,
+                       "steps": 0, "stopped": "running", "curve": curve, "seconds": 0.0}
+                result["runs"].append(run)  # filled in at every evaluation, so a killed run keeps its curve
                 for s in range(steps):
-                    b = slice(s * batch_size, (s + 1) * batch_size)
+                    if s % chunk == 0:  # the same batches for every model, seeded by (seed, T, chunk)
+                        X, Y = _long_memory_data(task, chunk * batch_size, T,
+                                                 1_000_000 * (seed + 1) + 1000 * T + s // chunk, copy_length)
+                    b = slice((s % chunk) * batch_size, (s % chunk + 1) * batch_size)
                     net.train_on_batch(X[b], Y[b])
                     if (s + 1) % eval_every == 0 or s + 1 == steps:
                         v = float(net.evaluate(Xv, Yv, batch_size=n_valid, verbose=0))
                         curve.append([s + 1, v if math.isfinite(v) else None])
-                final = curve[-1][1]
-                result["runs"].append({"task": task, "model": model, "T": T, "final_loss": final, "baseline": baseline,
-                                       "ratio": None if final is None else final / baseline, "curve": curve,
-                                       "seconds": round(time.perf_counter() - t0, 1)})
-                result["total_seconds"] = round(time.perf_counter() - start, 1)
-                print(f"{task:6s} T={T:3d} {model:13s} loss {final:.4g} baseline {baseline:.4g} "
-                      f"({result['runs'][-1]['seconds']} s)", flush=True)
-                if out is not None: write_json(out, result)  # atomically, after every run
+                        if verbose: print(f"  {task} T={T} {model} step {s + 1}: {v:.4g}", flush=True)
+                        stop = ("diverged" if not math.isfinite(v) else
+                                "solved" if stop_ratio is not None and v < stop_ratio * baseline else
+                                "time budget" if max_seconds is not None and time.perf_counter() - start > max_seconds
+                                else "steps" if s + 1 == steps else "running")
+                        run.update(final_loss=curve[-1][1], ratio=None if curve[-1][1] is None else v / baseline,
+                                   steps=s + 1, stopped=stop, seconds=round(time.perf_counter() - t0, 1))
+                        result["total_seconds"] = round(time.perf_counter() - start, 1)
+                        if out is not None: write_json(out, result)  # atomically, at every evaluation
+                        if stop != "running": break
+                if run["ratio"] is None or run["ratio"] >= 0.1: failed.add((task, model))
+                print(f"{task:6s} T={T:3d} {model:13s} loss {v:.4g} baseline {baseline:.4g} after "
+                      f"{run['steps']} steps, {run['stopped']} ({run['seconds']} s)", flush=True)
     return result
 
 def main(argv=None):
@@ -282,18 +313,23 @@ def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m rnn_tutorial.diagnostics",
                                 description="Precompute the long-memory experiments of chapter 04.")
     sub = p.add_subparsers(dest="cmd", required=True)
-    lm = sub.add_parser("long-memory", help="train four models on the adding and copy-memory tasks at several lengths")
+    lm = sub.add_parser("long-memory", help="train Keras models on the adding and copy-memory tasks at several lengths")
     lm.add_argument("--out", required=True, help="JSON file to write")
-    lm.add_argument("--tasks", nargs="+", default=["adding", "copy"], choices=["adding", "copy"])
-    lm.add_argument("--lengths", nargs="+", type=int, default=[10, 50, 100, 200])
-    lm.add_argument("--models", nargs="+", default=list(LONG_MEMORY_MODELS), choices=LONG_MEMORY_MODELS)
-    for name, typ, default in (("units", int, 64), ("steps", int, 1000), ("batch-size", int, 64), ("lr", float, 1e-3),
-                               ("seed", int, 0)):
+    lm.add_argument("--tasks", nargs="+", default=["adding"], choices=["adding", "copy"])
+    lm.add_argument("--lengths", nargs="+", type=int, default=[100, 200])
+    lm.add_argument("--models", nargs="+", default=["tanh", "lstm", "gru"], choices=LONG_MEMORY_MODELS)
+    for name, typ, default in (("units", int, 64), ("steps", int, 5000), ("batch-size", int, 64), ("lr", float, 3e-3),
+                               ("clipnorm", float, 1.0), ("stop-ratio", float, 0.01), ("copy-length", int, 10),
+                               ("seed", int, 0), ("max-seconds", float, None), ("threads", int, None)):
         lm.add_argument(f"--{name}", type=typ, default=default)
+    lm.add_argument("--no-clip", action="store_true", help="no gradient clipping")
+    lm.add_argument("--no-forget-bias", action="store_true", help="the LSTM's forget-gate bias starts at 0, not 1")
+    lm.add_argument("--skip-after-fail", action="store_true", help="stop a model's lengths after its first failure")
     argv = sys.argv[1:] if argv is None else list(argv)
     a = p.parse_args(argv)
     run_long_memory(a.out, tuple(a.tasks), tuple(a.lengths), tuple(a.models), a.units, a.steps, a.batch_size, a.lr,
-                    seed=a.seed,
+                    None if a.no_clip else a.clipnorm, not a.no_forget_bias, a.stop_ratio, a.copy_length,
+                    a.skip_after_fail, seed=a.seed, max_seconds=a.max_seconds, threads=a.threads, verbose=True,
                     command=" ".join(["python -m rnn_tutorial.diagnostics", *argv]))
 
 # python -m only

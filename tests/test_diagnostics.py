@@ -136,14 +136,19 @@ def test_decay_rate_and_bad_cell():
 
 
 def test_shipped_long_memory_results():
-    d = load_long_memory()
-    assert LONG_MEMORY_FILE.exists() and d["command"].startswith("python -m rnn_tutorial.diagnostics long-memory")
-    cfg = d["config"]
-    assert len(d["runs"]) == len(cfg["tasks"]) * len(cfg["lengths"]) * len(cfg["models"])
-    assert set(cfg["models"]) == set(LONG_MEMORY_MODELS)
-    for r in d["runs"]:
-        assert r["baseline"] > 0
-        assert r["ratio"] is None or r["ratio"] == pytest.approx(r["final_loss"] / r["baseline"])
+    "Every shipped results file names its command and configuration, and each run's ratio is its loss / baseline."
+    assert LONG_MEMORY_FILE.exists()
+    for name in ("long_memory.json", "long_memory_gru.json", "long_memory_tanh.json", "long_memory_t100.json",
+                 "long_memory_t100_gru.json", "long_memory_t100_tanh.json", "long_memory_ablation.json",
+                 "copy_long.json", "long_memory_copy_gru.json"):
+        d = load_long_memory(LONG_MEMORY_FILE.parent / name)
+        assert d["command"].startswith("python -m rnn_tutorial.diagnostics long-memory") and name in d["command"]
+        cfg = d["config"]
+        assert set(cfg["models"]) <= set(LONG_MEMORY_MODELS) and d["runs"]
+        for r in d["runs"]:
+            assert r["baseline"] > 0 and r["T"] in cfg["lengths"] and r["steps"] <= cfg["steps"]
+            assert r["ratio"] is None or r["ratio"] == pytest.approx(r["final_loss"] / r["baseline"])
+            assert r["curve"][-1] == [r["steps"], r["final_loss"]] and r["stopped"] != "running"
 
 
 def test_load_long_memory_bad_files(tmp_path):
@@ -188,13 +193,26 @@ def test_long_memory_command(tmp_path):
     assert all(r["final_loss"] is not None and len(r["curve"]) == 1 for r in d["runs"])
 
 
+def test_long_memory_short_run_learns():
+    "A short version of chapter 04's runs: an LSTM with the chapter's settings solves the adding problem at T = 4."
+    r = run_long_memory(None, ("adding",), (4,), ("lstm",), units=32, steps=600, eval_every=25, stop_ratio=0.1,
+                        n_valid=256)["runs"][0]
+    assert r["curve"][0][1] > 0.3 * r["baseline"]  # it starts far from the answer
+    assert r["ratio"] < 0.1 and r["steps"] < 600  # and stops early once below 10% of the baseline, 1/6
+    assert r["baseline"] == pytest.approx(1 / 6)
+
+
 def test_long_memory_bad_arguments_before_tensorflow(tmp_path):
     "Bad arguments are refused with the argument named, before TensorFlow is imported or anything is written."
     for kwargs, msg in (({"tasks": ("adding", "sorting")}, "tasks must be one of 'adding', 'copy', got 'sorting'"),
                         ({"models": ("lstm", "rnn")}, "models must be one of 'tanh', 'relu-identity'"),
-                        ({"lengths": (10, 0)}, "lengths must be an integer >= 1, got 0"),
+                        ({"lengths": (10, 1)}, "lengths must be an integer >= 2, got 1"),
                         ({"units": 2.5}, "units must be an integer >= 1, got 2.5"),
-                        ({"lr": -1.0}, "lr must be a finite number > 0.0, got -1.0")):
+                        ({"lr": -1.0}, "lr must be a finite number > 0.0, got -1.0"),
+                        ({"clipnorm": 0}, "clipnorm must be a finite number > 0.0, got 0"),
+                        ({"stop_ratio": -0.1}, "stop_ratio must be a finite number > 0.0, got -0.1"),
+                        ({"copy_length": 0}, "copy_length must be an integer >= 1, got 0"),
+                        ({"threads": 0}, "threads must be an integer >= 1, got 0")):
         with pytest.raises(ValueError, match=msg):
             run_long_memory(tmp_path / "x.json", **kwargs)
     assert not list(tmp_path.iterdir())
