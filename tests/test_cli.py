@@ -28,6 +28,13 @@ def run(args, cwd, expect=0, timeout=600):
     return p
 
 
+def assert_error_line(stderr: str):
+    "Bad input: one error line naming the command, after (for the parser's errors) one usage line"
+    lines = stderr.splitlines()
+    assert lines and lines[-1].startswith("rnn-tutorial") and ": error: " in lines[-1], stderr
+    assert len(lines) == 1 or (len(lines) == 2 and lines[0].startswith("usage: ")), stderr
+
+
 def snapshot(d: Path) -> list:
     "Every file under `d` with its size and modification time"
     return sorted((str(f.relative_to(d)), f.stat().st_size, f.stat().st_mtime_ns) for f in d.rglob("*"))
@@ -185,7 +192,6 @@ BAD = {  # arguments -> what the one-line message must contain
     "evaluate binary": (["evaluate", "--model", "np", "--text", "binary.bin"], "--text"),
     "evaluate without text": (["evaluate", "--model", "np"], "--text"),
     "demo over a trained model": (["demo", "--out", "np", "--steps", "1"], "--out: np already holds a model"),
-    "no command": ([], "COMMAND"),
     # issue 17: --out that is not ours, or cannot be written
     "foreign out": (["train", "--text", "text.txt", "--backend", "numpy", *TINY, "--out", "foreign"],
                     "--out: foreign is not empty (2 item(s), such as 'notes.txt') and holds no rnn-tutorial model"),
@@ -227,7 +233,7 @@ def test_bad_input(work, numpy_model, case):
     args, expected = BAD[case]
     before = snapshot(work)
     p = run(args, work, expect=2)
-    assert len(p.stderr.splitlines()) == 1 and p.stderr.startswith("rnn-tutorial") and ": error: " in p.stderr, p.stderr
+    assert_error_line(p.stderr)
     assert expected in p.stderr and "Traceback" not in p.stderr and not p.stdout, p.stderr
     assert snapshot(work) == before, "bad input changed files"
 
@@ -400,3 +406,190 @@ def test_failed_save_keeps_the_previous_model(work, numpy_model, monkeypatch, ca
     assert err == "rnn-tutorial train: error: --out: cannot write in full: No space left on device; full holds its " \
                   "last complete save"
     assert snapshot(work / "full") == before
+
+
+# --- issue 18: a parser that helps, hints that paste, what training prints -------------------------------------------
+
+def _main(argv, capsys):
+    "`cli.main(argv)` in this process: (exit status, stdout, stderr)"
+    from rnn_tutorial import cli
+    code = cli.main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_bare_call_prints_usage_and_commands(capsys):
+    code, out, err = _main([], capsys)
+    assert code == 2 and not out and err.startswith("usage: rnn-tutorial")
+    for command in ("demo", "train", "generate", "evaluate", "info", "bench"): assert f"\n    {command} " in err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--txt", "my.txt"], "rnn-tutorial train: error: unknown option '--txt': did you mean --text?"),
+    (["train", "--text=my.txt", "--unts", "3"], "rnn-tutorial train: error: unknown option '--unts': did you mean "
+                                                "--units?"),
+    (["generate", "--model", "m", "--temprature", "0.5"], "did you mean --temperature?"),
+    (["trian"], "rnn-tutorial: error: argument COMMAND: invalid choice: 'trian' (choose from"),
+    (["trian"], "did you mean train?"),
+    (["train", "--cell", "mingur"], "did you mean mingru?"),
+    (["train", "stray"], "rnn-tutorial train: error: unexpected argument 'stray'"),
+])
+def test_parser_errors_name_the_command_show_its_usage_and_suggest(argv, message, capsys):
+    code, out, err = _main(argv, capsys)
+    assert code == 2 and not out
+    assert_error_line(err)
+    assert message in err.splitlines()[-1], err
+    usage = err.splitlines()[0]
+    command = "train" if argv[0] == "train" else "generate" if argv[0] == "generate" else ""
+    assert usage.startswith(f"usage: rnn-tutorial{' ' + command if command else ''}"), usage
+    assert usage.endswith(f"rnn-tutorial{' ' + command if command else ''} --help lists them"), usage
+
+
+def test_usage_line_names_required_options(capsys):
+    code, _, err = _main(["evaluate", "--model", "m"], capsys)
+    usage = err.splitlines()[0]
+    assert code == 2 and usage.startswith("usage: rnn-tutorial evaluate --model DIR --text PATH [options]"), usage
+
+
+@pytest.mark.parametrize("command", [None, "demo", "train", "generate", "evaluate", "info"])
+def test_help_ends_with_examples(command, capsys):
+    code, out, _ = _main([command, "--help"] if command else ["--help"], capsys)
+    assert code == 0
+    examples = out.rstrip("\n").split("\nexamples:\n")[1].splitlines()
+    assert examples and all(line.startswith(f"  rnn-tutorial {command or ''}".rstrip()) for line in examples), out
+    from rnn_tutorial.cli import build_parser  # every example parses
+    for line in examples:
+        args, extra = build_parser().parse_known_args(shlex_split(line)[1:])
+        assert not extra, line
+
+
+def shlex_split(line):
+    import shlex
+    return shlex.split(line)
+
+
+def test_defaults_show_as_typed(capsys):
+    _, out, _ = _main(["generate", "--help"], capsys)
+    assert "text to start from (default: $'\\n')" in out and "(default: 0)" in out  # --prime's newline; --beam's 0
+    _, out, _ = _main(["train", "--help"], capsys)
+    assert "(default: language-reference)" in out and "(default: 0.002)" in out
+
+
+def test_command_hint_is_what_the_user_ran(tmp_path, monkeypatch):
+    "Hints name `rnn-tutorial` when it is on PATH, else the path that was run (or `python -m rnn_tutorial.cli`)"
+    from rnn_tutorial import cli
+    script = tmp_path / "venv bin" / "rnn-tutorial"
+    script.parent.mkdir()
+    script.write_text("#!/bin/sh\n")
+    script.chmod(0o755)
+    monkeypatch.setattr(sys, "argv", [str(script)])
+    monkeypatch.setenv("PATH", "/nonexistent")
+    assert cli._command() == f"'{script}'"  # quoted: its directory has a space
+    monkeypatch.setenv("PATH", str(script.parent))
+    assert cli._command() == "rnn-tutorial"
+    monkeypatch.setattr(sys, "argv", [cli.__file__])
+    assert cli._command() == f"{sys.executable} -m rnn_tutorial.cli"
+
+
+def test_demo_hint_pastes(work, monkeypatch, capsys):
+    "The demo's closing hint runs as printed (here, as `python -m rnn_tutorial.cli`, what the test ran)"
+    from rnn_tutorial import cli
+    monkeypatch.chdir(work)
+    monkeypatch.setattr(sys, "argv", [cli.__file__])
+    monkeypatch.setattr(cli, "train_run", lambda *a, **k: 0)  # the demo's training, replaced by the tiny model
+    shutil.copytree(work / "np", work / "hint demo", dirs_exist_ok=True)
+    cfg = json.loads((work / "hint demo" / "config.json").read_text())
+    (work / "hint demo" / "config.json").write_text(json.dumps({**cfg, "command": "demo"}))
+    code, out, _ = _main(["demo", "--out", "hint demo", "--length", "5"], capsys)
+    hint = out.strip().splitlines()[-1]
+    assert code == 0 and hint.startswith(f"more: {sys.executable} -m rnn_tutorial.cli generate --model 'hint demo'")
+    p = subprocess.run(hint[len("more: "):], shell=True, cwd=work, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0 and p.stdout.startswith("def "), p.stderr
+
+
+@pytest.mark.parametrize("flags", [["--temperature", "0.5"], ["--top-k", "3"], ["--seed", "0"],
+                                   ["--temp", "1.0", "--seed", "4"]])
+def test_beam_refuses_the_flags_it_ignores(work, numpy_model, flags, monkeypatch, capsys):
+    monkeypatch.chdir(work)
+    code, out, err = _main(["generate", "--model", "np", "--beam", "2", *flags], capsys)
+    assert code == 2 and not out and len(err.splitlines()) == 1
+    assert err.startswith("rnn-tutorial generate: error: --beam: beam search is deterministic and ignores "), err
+    assert "drop --beam to sample" in err
+    code, out, _ = _main(["generate", "--model", "np", *flags, "--length", "3"], capsys)  # without --beam: fine
+    assert code == 0
+
+
+def test_progress_shows_running_mean_and_time_left():
+    import io
+    from rnn_tutorial.cli import Progress
+    buf = io.StringIO()
+    p = Progress(total=4, stream=buf, every=0, window=2)
+    for step, loss in enumerate([4.0, 3.0, 2.0, 1.0], 1): p.update(step, loss, tokens=10)
+    lines = buf.getvalue().splitlines()
+    assert [line.split(" loss ")[1][:5] for line in lines] == ["4.000", "3.500", "2.500", "1.500"]
+    assert "mean of 2)" in lines[-1] and " ETA " in lines[-1]
+    buf = io.StringIO()
+    p = Progress(total=None, seconds=60, stream=buf, every=0)
+    p.update(1, 2.0, tokens=10)
+    line = buf.getvalue()
+    assert line.startswith("step 1 loss 2.000 (2.89 bits/char, mean of 1)") and (" left 1:00" in line or
+                                                                               " left 0:59" in line), line
+
+
+# --- issue 20: minGRU and minLSTM from the command line -------------------------------------------------------------
+
+MIN = ["--backend", "numpy", "--units", "16", "--batch-size", "4", "--seq-len", "16", "--eval-every", "10"]
+
+
+def test_train_mingru_then_generate_and_evaluate(work):
+    "A minGRU trained, sampled, searched and evaluated; the start line gives the parameter count and the data sizes"
+    from rnn_tutorial.cli import load_model_dir
+    from rnn_tutorial.numpy_rnn import flatten_tree
+    p = run(["train", "--text", "text.txt", "--cell", "mingru", *MIN, "--steps", "20", "--out", "mingru"], work)
+    model, vocab, cfg = load_model_dir(work / "mingru")
+    assert (cfg["backend"], cfg["cell"], cfg["steps_done"]) == ("numpy", "mingru", 20)
+    assert type(model.layer).__name__ == "MinGRU"
+    n = sum(v.size for v in flatten_tree(model.params).values())
+    V = len(vocab)
+    assert n == V * 2 * 16 + 2 * 16 + 16 * V + V  # kernel (V, 2H), bias (2H,), the dense layer
+    assert (f"mingru (numpy, 1 x 16 units): {n:,} parameters; text.txt: 108,000 training and 12,000 held-out "
+            f"characters, vocabulary of {V}") in p.stderr.splitlines()[0], p.stderr
+    a = run(["generate", "--model", "mingru", "--prime", "The ", "--length", "40", "--seed", "2"], work).stdout
+    assert a == run(["generate", "--model", "mingru", "--prime", "The ", "--length", "40", "--seed", "2"], work).stdout
+    assert a.startswith("The ") and len(a.rstrip("\n")) >= 40
+    assert run(["generate", "--model", "mingru", "--length", "20", "--beam", "1"], work).stdout == \
+        run(["generate", "--model", "mingru", "--length", "20", "--temperature", "0"], work).stdout
+    ev = json.loads(run(["evaluate", "--model", "mingru", "--text", "text.txt"], work).stdout)
+    assert ev["characters"] == 119_999 and ev["bits_per_char"] < np.log2(V)
+
+
+def test_train_minlstm_stacked_and_resumed(work, capsys, monkeypatch):
+    "Two minLSTM layers, stopped at 10 steps and resumed to 20: the same weights as 20 steps straight through"
+    from rnn_tutorial import cli
+    monkeypatch.chdir(work)
+    args = ["train", "--text", "text.txt", "--cell", "minlstm", "--layers", "2", *MIN]
+    assert cli.main([*args, "--steps", "20", "--out", "minlstm-a"]) == 0
+    assert cli.main([*args, "--steps", "10", "--out", "minlstm-b"]) == 0
+    assert cli.main([*args, "--steps", "20", "--out", "minlstm-b", "--resume"]) == 0
+    capsys.readouterr()
+    a, b = np.load(work / "minlstm-a" / "weights.npz"), np.load(work / "minlstm-b" / "weights.npz")
+    assert a.files == b.files and all(np.array_equal(a[k], b[k]) for k in a.files)
+    model, _, cfg = cli.load_model_dir(work / "minlstm-b")
+    assert cfg["layers"] == 2 and [type(m).__name__ for m in model.layer.layers] == ["MinLSTM", "MinLSTM"]
+
+
+def test_tf_backend_refuses_minimal_cells(work, capsys, monkeypatch):
+    monkeypatch.chdir(work)
+    for cell in ("mingru", "minlstm"):
+        code, out, err = _main(["train", "--text", "text.txt", "--cell", cell, "--out", "never"], capsys)
+        assert code == 2 and not out and len(err.splitlines()) == 1, err
+        assert f"--cell {cell}: the TensorFlow backend trains rnn, lstm, gru; train a {cell} with --backend numpy" \
+            in err
+    assert not (work / "never").exists()
+
+
+def test_memory_estimate_of_minimal_cells():
+    from rnn_tutorial.cli import memory_needed
+    assert memory_needed("mingru", 64, 1, 90, 8, 32) < memory_needed("gru", 64, 1, 90, 8, 32) \
+        < memory_needed("lstm", 64, 1, 90, 8, 32)
+    assert memory_needed("minlstm", 64, 1, 90, 8, 32) == memory_needed("gru", 64, 1, 90, 8, 32)  # 3 blocks each
