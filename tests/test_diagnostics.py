@@ -140,7 +140,9 @@ def test_shipped_long_memory_results():
     assert LONG_MEMORY_FILE.exists()
     for name in ("long_memory.json", "long_memory_gru.json", "long_memory_tanh.json", "long_memory_t100.json",
                  "long_memory_t100_gru.json", "long_memory_t100_tanh.json", "long_memory_ablation.json",
-                 "copy_long.json", "long_memory_copy_gru.json"):
+                 "long_memory_ablation_t200.json", "long_memory_ablation_lr1e-3.json",
+                 "long_memory_ablation_noclip.json", "copy_long.json",
+                 "long_memory_copy_gru.json"):
         d = load_long_memory(LONG_MEMORY_FILE.parent / name)
         assert d["command"].startswith("python -m rnn_tutorial.diagnostics long-memory") and name in d["command"]
         cfg = d["config"]
