@@ -764,13 +764,16 @@ def load_checkpoint(
 
 
 # %% ../nbs/02_training_numpy.ipynb #41dc7d38
+from .linear_rnn import SCANS, MinGRU, MinLSTM  # chapter 13's minimal cells (NumPy only, no cycle)
+
 NUMPY_MODEL_FORMAT, NUMPY_MODEL_VERSION = "rnn-tutorial.numpy-char-model", 1
-NUMPY_LAYERS = {"rnn": SimpleRNN, "lstm": LSTM,
-                "gru": GRU}  # cell kind -> the NumPy layer class; the kinds of CELL_GATES
-assert set(NUMPY_LAYERS) == set(CELL_GATES)
+NUMPY_LAYERS = {"rnn": SimpleRNN, "lstm": LSTM, "gru": GRU,  # the kinds of CELL_GATES,
+                "mingru": MinGRU, "minlstm": MinLSTM}  # and the minimal cells: cell kind -> the NumPy layer class
+assert set(CELL_GATES) <= set(NUMPY_LAYERS)
 _LAYER_FIELDS = {"units": (check_int, 1), "activation": (check_choice, tuple(ACTIVATIONS)), "return_sequences": bool,
                  "seed": (check_seed,), "dtype": (check_choice, ("float16", "float32", "float64")),
-                 "unit_forget_bias": bool}  # the check of every field a layer's get_config() may hold
+                 "unit_forget_bias": bool,
+                 "scan": (check_choice, tuple(SCANS))}  # the check of every field a layer's get_config() may hold
 _MODEL_FIELDS = {"layer": (check_choice, tuple(c.__name__ for c in NUMPY_LAYERS.values())), "layer_config": dict,
                  "vocab_size": (check_int, 1), "seed": (check_int, 0), "vocab": dict}  # a model file's other fields
 
@@ -783,8 +786,9 @@ def _layer_from_config(path, meta:dict, arrays:dict):
         raise FormatError(f"{path} is not a valid model file: field layer_config: return_sequences must be true, "
                           f"got {config['return_sequences']!r}")
     V, H = meta["vocab_size"], config["units"]
-    for key, shape in (("params/rnn/kernel", (V, CELL_GATES[kind] * H)),
-                       ("params/rnn/recurrent_kernel", (H, CELL_GATES[kind] * H))):  # before anything is allocated
+    gates = CELL_GATES[kind] if kind in CELL_GATES else cls.gates  # a minimal cell has no recurrent kernel
+    shapes = {"params/rnn/kernel": (V, gates * H), "params/rnn/recurrent_kernel": (H, gates * H)}
+    for key, shape in list(shapes.items())[:2 if kind in CELL_GATES else 1]:  # before anything is allocated
         if np.shape(arrays.get(key)) != shape:
             raise FormatError(f"{path} is not a valid model file: array {key} must have shape {shape} for {H} units "
                               f"and {V} characters, got {np.shape(arrays.get(key)) if key in arrays else 'none'}")
@@ -792,7 +796,7 @@ def _layer_from_config(path, meta:dict, arrays:dict):
 
 def save_model(
     path:str|os.PathLike, # destination file, conventionally ending in .npz
-    model:CharRNN, # the model to save; its layer is a SimpleRNN, LSTM or GRU
+    model:CharRNN, # the model to save; its layer is one of `NUMPY_LAYERS` (SimpleRNN, LSTM, GRU, MinGRU, MinLSTM)
     vocab:Vocab, # its vocabulary
 ) -> Path:
     "Save a model's parameters, layer configuration and vocabulary as one `.npz`, atomically"

@@ -458,7 +458,7 @@ def test_save_and_load_model(tmp_path):
 
 
 MODEL_CHANGES = [  # (what a crafted model file changes, the message): the layer is named in the file's metadata
-    (dict(layer="save_params"), "field layer must be one of 'SimpleRNN', 'LSTM', 'GRU', got 'save_params'"),
+    (dict(layer="save_params"), "field layer must be one of 'SimpleRNN', 'LSTM', 'GRU', 'MinGRU', 'MinLSTM', got 'save_params'"),
     (dict(layer="__import__"), "field layer must be one of"),
     (dict(layer="os.system"), "field layer must be one of"),
     (dict(layer="Optimizer"), "field layer must be one of"),
@@ -559,13 +559,40 @@ def test_a_crafted_model_file_cannot_call_import_or_write(tmp_path, monkeypatch)
 
 
 def test_load_model_accepts_every_layer_it_saves(tmp_path):
-    for layer in (SimpleRNN(5, activation="relu", seed=3), LSTM(5, unit_forget_bias=False), GRU(5, dtype="float64")):
+    from rnn_tutorial.linear_rnn import MinGRU, MinLSTM
+    for layer in (SimpleRNN(5, activation="relu", seed=3), LSTM(5, unit_forget_bias=False), GRU(5, dtype="float64"),
+                  MinGRU(5, seed=2, scan="chunked"), MinLSTM(5, dtype="float64")):
         model = init_model(V, layer=layer)
         save_model(tmp_path / "m.npz", model, VOCAB)
         loaded, vocab = load_model(tmp_path / "m.npz")
         assert loaded.layer.get_config() == layer.get_config() and vocab == VOCAB
         pa, pb = flatten_tree(model.params), flatten_tree(loaded.params)
         assert all(np.array_equal(pa[k], pb[k]) and pa[k].dtype == pb[k].dtype for k in pa)
+
+
+@pytest.mark.parametrize("cell", ["mingru", "minlstm"])
+def test_load_model_minimal_cells(tmp_path, cell):
+    "A minGRU or minLSTM model file (--cell mingru): the same outputs after a load; a kernel of another shape, a \
+recurrent kernel, or an unknown scan refused before anything is allocated"
+    from rnn_tutorial.numpy_train import NUMPY_LAYERS
+    cls = NUMPY_LAYERS[cell]
+    model = init_model(V, layer=cls(6, seed=2))
+    save_model(tmp_path / "m.npz", model, VOCAB)
+    loaded, _ = load_model(tmp_path / "m.npz")
+    assert type(loaded.layer) is cls and loaded.layer.get_config() == model.layer.get_config()
+    np.testing.assert_array_equal(forward(loaded, IDS[None, :30])[0], forward(model, IDS[None, :30])[0])
+    arrays, meta = read_npz(tmp_path / "m.npz", NUMPY_MODEL_FORMAT, noun="model file")
+    for name, (a, m), message in [
+        ("units", (arrays, {**meta, "layer_config": {**meta["layer_config"], "units": 10**9}}),
+         rf"array params/rnn/kernel must have shape \({V}, {cls.gates * 10**9}\)"),
+        ("scan", (arrays, {**meta, "layer_config": {**meta["layer_config"], "scan": "os.system"}}),
+         "field scan must be one of 'loop', 'chunked'"),
+        ("extra", ({**arrays, "params/rnn/recurrent_kernel": np.zeros((6, 6 * cls.gates), np.float32)}, meta),
+         "recurrent_kernel"),
+    ]:
+        write_npz(tmp_path / f"{name}.npz", a, m)
+        with pytest.raises(FormatError, match=message):
+            load_model(tmp_path / f"{name}.npz")
 
 
 def test_save_model_refuses_non_finite_weights(tmp_path):
