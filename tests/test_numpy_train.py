@@ -458,7 +458,8 @@ def test_save_and_load_model(tmp_path):
 
 
 MODEL_CHANGES = [  # (what a crafted model file changes, the message): the layer is named in the file's metadata
-    (dict(layer="save_params"), "field layer must be one of 'SimpleRNN', 'LSTM', 'GRU', 'MinGRU', 'MinLSTM', got 'save_params'"),
+    (dict(layer="save_params"),
+     "field layer must be one of 'SimpleRNN', 'LSTM', 'GRU', 'MinGRU', 'MinLSTM', got 'save_params'"),
     (dict(layer="__import__"), "field layer must be one of"),
     (dict(layer="os.system"), "field layer must be one of"),
     (dict(layer="Optimizer"), "field layer must be one of"),
