@@ -366,3 +366,42 @@ def test_attention_knob_in_jupyterlab(browser_path, lab):
         assert stderr.count() == 0, f"the cell wrote to stderr or raised: {ran.inner_text()}"
         assert dialog.count() == 0, f"dialog shown: {dialog.all_inner_texts()}"
         assert not page_errors, f"uncaught errors in the page: {page_errors}"
+
+
+def test_gradient_norm_knobs_in_jupyterlab(browser_path, lab):
+    """Chapter 04's own knob, as a learner meets it: Run All Cells, then the spectral-radius slider, moved in the
+    browser, redraws the gradient-norm plot. The chapter runs in about a minute on 2 CPU cores, so its own cells
+    are run here, not a stand-in."""
+    from playwright.sync_api import expect
+
+    base, token, root, log = lab
+    # Every cell attached to the page (JupyterLab 4 attaches a long notebook's cells only as they scroll into view).
+    tracker = root.parent / "jupyter" / "config" / "lab" / "user-settings" / "@jupyterlab" / "notebook-extension"
+    tracker.mkdir(parents=True, exist_ok=True)
+    (tracker / "tracker.jupyterlab-settings").write_text(json.dumps({"windowingMode": "none"}))
+    nb = next(iter(sorted(root.glob("04_*.ipynb"))))
+    shot = SCREENSHOTS / f"jupyterlab-{nb.stem}-knobs.png"
+    with lab_page(browser_path, shot, log) as (page, page_errors):
+        panel, notebook, dialog = open_notebook(page, base, token, nb)
+        page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
+        page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
+        knob = notebook.locator(".jp-CodeCell", has_text="widgets.interactive")
+        radius = knob.locator(".widget-slider", has_text="radius")
+        expect(radius).to_have_count(1, timeout=240_000)  # the chapter runs up to the knob first
+        # ... and on to its end: the kernel runs the knob's redraw only after every queued cell ("[*]").
+        queued = notebook.locator(".jp-InputPrompt", has_text="[*]")
+        expect(queued).to_have_count(0, timeout=240_000)
+        readout = radius.locator(".widget-readout")
+        expect(readout).to_have_text("1.00")
+        image = knob.locator(".widget-output img")
+        expect(image).to_have_count(1, timeout=OUTPUT_TIMEOUT_MS)
+        before = image.get_attribute("src")
+        radius.scroll_into_view_if_needed()
+        radius.locator(".noUi-handle").focus()
+        page.keyboard.press("End")  # the slider's maximum, radius 3: the norms now grow with distance
+        expect(readout).to_have_text("3.00")
+        expect(image).not_to_have_attribute("src", before, timeout=OUTPUT_TIMEOUT_MS)
+        stderr = knob.locator('.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]')
+        assert stderr.count() == 0, f"the knob's cell wrote to stderr or raised: {knob.inner_text()[:2000]}"
+        assert dialog.count() == 0, f"dialog shown: {dialog.all_inner_texts()}"
+        assert not page_errors, f"uncaught errors in the page: {page_errors}"
