@@ -317,6 +317,7 @@ def test_plot_sampling_and_its_knobs(capsys):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from rnn_tutorial.apps.generation import plot_sampling, sampling_knobs
+    plt.close("all")  # figures other tests left open are not this test's
     vocab = Vocab("abcdefgh ")
     step = numpy_lm(len(vocab), seed=3)
     sample = plot_sampling(step, vocab, "a ", temperature=0.7, top_k=4, length=30, seed=2)

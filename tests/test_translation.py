@@ -260,6 +260,7 @@ def test_plot_attention_and_its_knob(capsys):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from rnn_tutorial.apps.translation import attention_knobs, plot_attention
+    plt.close("all")  # figures other tests left open are not this test's
     keras.utils.set_random_seed(0)
     tr = Translator(Seq2Seq(len(SOURCE_VOCAB), len(TARGET_VOCAB), units=8, embed_dim=4, attention=True))
     out, w = plot_attention(tr, "3 Mar 2021")
