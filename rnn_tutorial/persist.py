@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import math
 import os
 import tempfile
 import threading
@@ -98,6 +99,36 @@ def write_npz(
     "Write `arrays` and `meta` as one `.npz`, atomically"
     return atomic_write(path, npz_bytes(arrays, meta))
 
+def _memory_bytes() -> int:
+    "The physical memory, in bytes (2**34 where the system does not say)"
+    try: return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError): return 2**34
+
+def _check_npz_size(path:Path, noun:str, max_bytes:int|None):
+    "Refuse an `.npz` whose arrays would decompress beyond `max_bytes`, reading only the zip directory and the \
+`.npy` headers: a zip member's sizes and an array's shape are claims, and a small file can claim terabytes"
+    limit = _memory_bytes() // 2 if max_bytes is None else max_bytes
+    total = 0
+    try:
+        with zipfile.ZipFile(path) as z:
+            for info in z.infolist():
+                with z.open(info) as member:
+                    major, _ = np.lib.format.read_magic(member)
+                    read_header = np.lib.format.read_array_header_1_0 if major == 1 else \
+                        np.lib.format.read_array_header_2_0
+                    shape, _, dtype = read_header(member)
+                nbytes = math.prod(shape) * dtype.itemsize
+                if nbytes > info.file_size:
+                    raise FormatError(f"{path} is not a valid {noun}: array {info.filename} claims {nbytes:,} "
+                                      f"bytes in a member of {info.file_size:,}")
+                total += nbytes
+    except FormatError: raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError) as e:
+        raise FormatError(f"{path} is not a valid {noun} (damaged or not an .npz file)") from e
+    if total > limit:
+        raise FormatError(f"{path} is not a valid {noun}: its arrays would take {total:,} bytes of memory, more "
+                          f"than the {limit:,} allowed (max_bytes)")
+
 def read_npz(
     path:str|os.PathLike, # a file written by `write_npz`
     fmt:str|None=None, # the `format` the metadata must name (None: no metadata expected)
@@ -105,10 +136,12 @@ def read_npz(
     noun:str="file", # what the file is, for messages ("checkpoint", ...)
     schema:dict|None=None, # if given, the other metadata fields, checked with `validate_meta`
     optional:Iterable=(), # fields of `schema` that may be missing
+    max_bytes:int|None=None, # refuse a file whose arrays would take more memory (None: half the physical memory)
 ) -> tuple: # (arrays: dict, meta: dict or None)
     "Arrays and JSON metadata of an `.npz`, never unpickling; `FileNotFoundError` or `FormatError` naming the file"
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f"no {noun} at {path}")
+    _check_npz_size(path, noun, max_bytes)
     try:
         with np.load(path, allow_pickle=False) as f: arrays = {k: f[k] for k in f.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError) as e:
