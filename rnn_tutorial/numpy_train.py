@@ -9,11 +9,13 @@ import hashlib
 import math
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, NamedTuple, Sequence
 
 import numpy as np
+from threadpoolctl import ThreadpoolController
 
 from .checks import check_array, check_choice, check_ids, check_int, check_number, check_seed
 from .data import (Corpus, TBPTTBatches, Vocab, load_corpus,
@@ -24,13 +26,13 @@ from .numpy_rnn import (ACTIVATIONS, CELL_GATES, SimpleRNN, dense_backward, dens
 from .persist import FormatError, read_npz, validate_arrays, validate_meta, write_npz
 
 # %% auto #0
-__all__ = ['NUMPY_CHECKPOINT_FORMAT', 'NUMPY_CHECKPOINT_VERSION', 'NUMPY_MODEL_FORMAT', 'NUMPY_MODEL_VERSION', 'NUMPY_LAYERS',
-           'CharData', 'get_data', 'CharRNN', 'init_model', 'final_state', 'forward', 'compute_loss', 'bits',
-           'backward', 'global_norm', 'clip_by_global_norm', 'clip_by_value', 'Optimizer', 'SGD', 'Momentum', 'Adam',
-           'update', 'Evaluation', 'evaluate_windows', 'numpy_window', 'evaluate', 'ids_fingerprint', 'next_window',
-           'TrainerBase', 'Trainer', 'train', 'predict', 'sample_next_id', 'numpy_step', 'check_step_output',
-           'read_prefix', 'sample_stream', 'sample', 'save_checkpoint', 'read_checkpoint', 'load_checkpoint',
-           'save_model', 'load_model']
+__all__ = ['BLAS_THREADS', 'NUMPY_CHECKPOINT_FORMAT', 'NUMPY_CHECKPOINT_VERSION', 'NUMPY_MODEL_FORMAT', 'NUMPY_MODEL_VERSION',
+           'NUMPY_LAYERS', 'CharData', 'get_data', 'CharRNN', 'init_model', 'final_state', 'forward', 'compute_loss',
+           'bits', 'backward', 'global_norm', 'clip_by_global_norm', 'clip_by_value', 'Optimizer', 'SGD', 'Momentum',
+           'Adam', 'update', 'blas_threads', 'Evaluation', 'evaluate_windows', 'numpy_window', 'evaluate',
+           'ids_fingerprint', 'next_window', 'TrainerBase', 'Trainer', 'train', 'predict', 'sample_next_id',
+           'numpy_step', 'check_step_output', 'read_prefix', 'sample_stream', 'sample', 'save_checkpoint',
+           'read_checkpoint', 'load_checkpoint', 'save_model', 'load_model']
 
 # %% ../nbs/02_training_numpy.ipynb #d50e9b60
 @dataclass(frozen=True)
@@ -304,6 +306,20 @@ def update(
     optimizer.step(params, grads)
     return norm
 
+# %% ../nbs/02_training_numpy.ipynb #f632a6d3
+BLAS_THREADS = 1  # the thread policy: NumPy's BLAS threads for a training step (chapter 20 measures why one)
+_blas = None  # threadpoolctl's view of the BLAS libraries loaded, made once (it takes milliseconds)
+
+@contextmanager
+def blas_threads(
+    n:int|None=None, # NumPy's BLAS threads inside the block; None: `BLAS_THREADS`, the policy
+):
+    "Run the block with NumPy's BLAS limited to `n` threads (threadpoolctl), then restore the previous count"
+    global _blas
+    n = BLAS_THREADS if n is None else check_int("threads", n)
+    if _blas is None: _blas = ThreadpoolController()
+    with _blas.limit(limits=n, user_api="blas"): yield
+
 # %% ../nbs/02_training_numpy.ipynb #6ac9878e
 class Evaluation(NamedTuple):
     "Mean loss on held-out ids"
@@ -339,7 +355,7 @@ def numpy_window(
 ) -> Callable: # `window(x, y, w, state) -> (summed loss in nats, new state)`, as `evaluate_windows` takes
     "The loss of a NumPy `CharRNN` on one window, summed over the steps where `w` is 1"
     def window(x, y, w, state):
-        logits, _, state = forward(model, x, state)
+        with blas_threads(): logits, _, state = forward(model, x, state)
         return (softmax_cross_entropy(logits, y, w)[0] * float(w.sum()) if w.any() else 0.0), state
     return window
 
@@ -462,12 +478,13 @@ class Trainer(TrainerBase):
                     eval_chars, seed)
 
     def window_step(self, x:np.ndarray, y:np.ndarray) -> tuple: # loss (nats), grad norm, final state
-        "Steps 3 to 6 on one window, from the carried state"
-        logits, cache, state = forward(self.model, x, self.state)   # step 3
-        loss, dlogits = compute_loss(logits, y)                     # step 4
-        grads = backward(self.model, dlogits, cache)                # step 5
-        norm = update(self.model.params, grads, self.optimizer,     # step 6
-                      self.clip_norm, self.clip_value)
+        "Steps 3 to 6 on one window, from the carried state, on `BLAS_THREADS` threads"
+        with blas_threads():
+            logits, cache, state = forward(self.model, x, self.state)   # step 3
+            loss, dlogits = compute_loss(logits, y)                     # step 4
+            grads = backward(self.model, dlogits, cache)                # step 5
+            norm = update(self.model.params, grads, self.optimizer,     # step 6
+                          self.clip_norm, self.clip_value)
         return loss, norm, state
 
     def eval_window(self) -> Callable: return numpy_window(self.model)

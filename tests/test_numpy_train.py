@@ -782,3 +782,25 @@ def test_seeds_get_our_message(seed):
     if seed is not None:
         with pytest.raises(ValueError, match=f"seed must be None or a non-negative integer, got {seed!r}"):
             sample(init_model(V, units=4), VOCAB, "the", 3, seed=seed)
+
+
+def test_trainer_step_and_evaluation_run_on_the_thread_policy(monkeypatch):
+    """The trainer's step and the held-out evaluation run NumPy's BLAS on `BLAS_THREADS` threads (one), whatever the
+    process had set, which is restored afterwards."""
+    from threadpoolctl import ThreadpoolController
+
+    import rnn_tutorial.numpy_train as nt
+    blas = ThreadpoolController().select(user_api="blas")
+    if not blas.lib_controllers: pytest.skip("no BLAS found by threadpoolctl")
+    seen, real_forward = [], nt.forward
+    def spy(*args, **kwargs):
+        seen.append(ThreadpoolController().select(user_api="blas").info()[0]["num_threads"])
+        return real_forward(*args, **kwargs)
+    monkeypatch.setattr(nt, "forward", spy)
+    with nt.blas_threads(2):  # as if the environment had given the BLAS two threads
+        tr = Trainer(init_model(V, 8, seed=0), IDS, IDS[:200], batch_size=2, seq_len=10, eval_every=1, seed=0)
+        tr.train_step()
+        assert ThreadpoolController().select(user_api="blas").info()[0]["num_threads"] == 2
+    assert nt.BLAS_THREADS == 1 and len(seen) >= 2 and set(seen) == {1}  # the step's forward and the evaluation's
+    with pytest.raises(ValueError, match="threads must be an integer >= 1, got 0"):
+        with nt.blas_threads(0): pass
