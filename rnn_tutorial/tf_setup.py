@@ -10,9 +10,11 @@ import os
 import sys
 from dataclasses import asdict, dataclass
 
+from .checks import check_choice
+
 # %% auto #0
-__all__ = ['quiet_stderr', 'import_tensorflow', 'gpu_details', 'enable_memory_growth', 'configure_tensorflow', 'DevicePolicy',
-           'choose_policy', 'device_report']
+__all__ = ['DEVICE_KINDS', 'quiet_stderr', 'import_tensorflow', 'gpu_details', 'enable_memory_growth', 'configure_tensorflow',
+           'DevicePolicy', 'choose_policy', 'device_report', 'pick_device']
 
 # %% ../nbs/92_tensorflow_setup.ipynb #27f57e1d
 @contextlib.contextmanager
@@ -113,3 +115,22 @@ def device_report(
             "built_with_cuda": tf.test.is_built_with_cuda(), "cuda_version": info.get("cuda_version"),
             "cudnn_version": info.get("cudnn_version"), "cudnn_available": bool(gpus) and tf.test.is_built_with_cuda(),
             "dtype_policy": keras.mixed_precision.global_policy().name, "policy": asdict(policy)}
+
+# %% ../nbs/92_tensorflow_setup.ipynb #b2e4f6a8
+DEVICE_KINDS = ("cpu", "gpu")
+
+def pick_device(
+    kind:str, # "cpu" or "gpu"
+    gpus:list|None=None, # the GPUs seen, as `gpu_details` returns them (default: ask TensorFlow)
+) -> str: # the device to train on, for `tf.device`: "/CPU:0" or "/GPU:0"
+    "The TensorFlow device of `kind`; `ValueError` naming `device` for another kind, or for a GPU that is not visible"
+    check_choice("device", kind, DEVICE_KINDS)
+    if kind == "cpu": return "/CPU:0"
+    if gpus is None:
+        with quiet_stderr(): gpus = gpu_details()  # TensorFlow logs its first look for a GPU
+    if not gpus:
+        tf, _ = import_tensorflow()
+        raise ValueError(f"device 'gpu' was asked for, but none is visible to TensorFlow {tf.__version__} (built with "
+                         f"CUDA: {tf.test.is_built_with_cuda()}; CUDA_VISIBLE_DEVICES="
+                         f"{os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}): use device 'cpu'")
+    return "/GPU:0"
