@@ -5,31 +5,41 @@
 # %% ../nbs/93_tf_trainer.ipynb #c7448e27
 from __future__ import annotations
 
+import contextlib
+import json
 import math
 import os
 import re
 import weakref
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from .checks import check_int
+from .checks import check_choice, check_int, check_number
 from .data import TBPTTBatches
 from .numpy_train import TrainerBase, read_checkpoint
 from .persist import FormatError
-from .tf_setup import import_tensorflow
+from .tf_setup import import_tensorflow, pick_device, quiet_stderr
 
 import_tensorflow()  # quietly: TensorFlow writes log lines to stderr when it is first imported
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from .tf_rnn import CharModel, TFAdam, TrainStep, from_keras_weights, make_layer  # noqa: E402
+from .tf_rnn import (CharModel, TFAdam, check_token_ids, from_keras_weights, make_layer,  # noqa: E402
+                                 to_keras_weights)
 
 # %% auto #0
-__all__ = ['TF_CHECKPOINT_FORMAT', 'TF_CHECKPOINT_VERSION', 'StackedCharModel', 'char_model', 'keras_step', 'keras_window',
-           'TFTrainer', 'check_tf_checkpoint']
+__all__ = ['TF_CHECKPOINT_FORMAT', 'TF_CHECKPOINT_VERSION', 'STRATEGIES', 'StackedCharModel', 'char_model', 'keras_step',
+           'keras_window', 'TFTrainer', 'check_tf_checkpoint', 'check_tf_config', 'make_strategy', 'make_tf_trainer']
 
 # %% ../nbs/93_tf_trainer.ipynb #12407a3f
+def _check_dropout(p) -> float:
+    "`p` as a float in [0, 1), else a `ValueError` naming `dropout`"
+    p = check_number("dropout", p, 0.0, strict=False)
+    if p >= 1: raise ValueError(f"dropout must be a number in [0, 1) (the fraction of outputs dropped), got {p!r}")
+    return p
+
 @keras.saving.register_keras_serializable(package="rnn_tutorial")
 class StackedCharModel(CharModel):
     "A `CharModel` with several recurrent layers, each one's outputs the next one's inputs; all final states in a list"
@@ -38,12 +48,13 @@ class StackedCharModel(CharModel):
                  units:int=256, # H, in every layer
                  kind:str="rnn", # "rnn", "lstm" or "gru"
                  layers:int=2, # number of recurrent layers
+                 dropout:float=0.0, # fraction of each layer's outputs dropped in training (not the recurrent ones)
                  **kwargs): # Model arguments, e.g. dtype
         for key in ("embedding_dim", "builtin"):
             if kwargs.pop(key, None):
                 raise ValueError(f"{key} must be None for a StackedCharModel (token ids index the first kernel)")
         super().__init__(vocab_size, units, kind, **kwargs)
-        self.n_layers = check_int("layers", layers)
+        self.n_layers, self.dropout = check_int("layers", layers), _check_dropout(dropout)
         self.rnns = [self.rnn] + [make_layer(kind, units, return_state=True, dtype=self.dtype_policy)
                                   for _ in range(self.n_layers - 1)]
 
@@ -57,12 +68,19 @@ class StackedCharModel(CharModel):
         self.dense.build((None, None, self.units))
         self.built = True
 
-    def call(self, ids, initial_state=None, mask=None):
-        "Logits (B, T, V) and the final states of every layer, in one list"
+    def call(self, ids, initial_state=None, mask=None, training=False,
+             dropout_seed=None): # in training with dropout: a seed (2,), the masks a function of it alone
+        "Logits (B, T, V) and the final states of every layer, in one list; dropout between layers in training"
         per, x, finals = self.n_states // self.n_layers, ids, []
+        drop = bool(training) and self.dropout > 0
+        if drop and dropout_seed is None:
+            raise ValueError("dropout_seed must be given to call a model with dropout in training, got None")
         for i, rnn in enumerate(self.rnns):
             s = None if initial_state is None else list(initial_state[i * per:(i + 1) * per])
             x, *state = rnn(x, initial_state=s, mask=mask)
+            if drop:  # the outputs going up (to the next layer or the dense layer); the states going on are untouched
+                layer_seed = tf.random.experimental.stateless_fold_in(tf.cast(dropout_seed, tf.int64), i)
+                x = tf.nn.experimental.stateless_dropout(x, self.dropout, layer_seed)
             finals += state
         return self.dense(x), finals
 
@@ -70,23 +88,32 @@ class StackedCharModel(CharModel):
 
     @property
     def params(self) -> dict:
-        "The weights as a NumPy `StackedRNN` model's params: {'rnn': {'layer0': ..., ...}, 'dense': ...}"
+        "The weights as a NumPy model's params: `CharRNN`'s for one layer, a `StackedRNN`'s {'layer0': ...} for more"
+        if self.n_layers == 1: return super().params
         return {"rnn": {f"layer{i}": from_keras_weights(r) for i, r in enumerate(self.rnns)},
                 "dense": from_keras_weights(self.dense)}
 
-    def get_config(self): return {**super().get_config(), "layers": self.n_layers}
+    def set_params(self, params:dict):
+        "Load what `params` gives (a NumPy model's params of the same layout)"
+        if self.n_layers == 1: return super().set_params(params)
+        for i, r in enumerate(self.rnns): r.set_weights(to_keras_weights(params["rnn"][f"layer{i}"]))
+        self.dense.set_weights(to_keras_weights(params["dense"]))
+
+    def get_config(self): return {**super().get_config(), "layers": self.n_layers, "dropout": self.dropout}
 
 def char_model(
     vocab_size:int, # V
     units:int=256, # H
     kind:str="lstm", # "rnn", "lstm" or "gru"
-    layers:int=1, # recurrent layers: a `CharModel` for 1, a `StackedCharModel` for more
+    layers:int=1, # recurrent layers
     seed:int|None=None, # seed of the initial weights (`keras.utils.set_random_seed`), or None
+    dropout:float=0.0, # fraction of each recurrent layer's outputs dropped in training, in [0, 1)
 ) -> CharModel:
-    "A built character model with `layers` recurrent layers"
-    layers = check_int("layers", layers)
+    "A built character model: a `CharModel` for one layer without dropout, else a `StackedCharModel`"
+    layers, dropout = check_int("layers", layers), _check_dropout(dropout)
     if seed is not None: keras.utils.set_random_seed(check_int("seed", seed, 0))
-    model = CharModel(vocab_size, units, kind) if layers == 1 else StackedCharModel(vocab_size, units, kind, layers)
+    if layers == 1 and not dropout: model = CharModel(vocab_size, units, kind)
+    else: model = StackedCharModel(vocab_size, units, kind, layers, dropout)
     model.build((None, None))
     return model
 
@@ -151,39 +178,131 @@ class TFTrainer(TrainerBase):
                  train_ids:np.ndarray, # 1-D training ids
                  valid_ids:np.ndarray|None=None, # 1-D held-out ids, or None for no held-out loss
                  optimizer=None, # a Keras optimizer; default TFAdam(2e-3), as the NumPy trainer's Adam(2e-3)
-                 batch_size:int=64, # B, parallel streams
+                 batch_size:int=64, # B, parallel streams (the global batch, under a strategy)
                  seq_len:int=100, # T, steps per window: the truncation length
                  clip_norm:float|None=5.0, # clip by global norm, or None
                  clip_value:float|None=None, # clip by value, or None
                  eval_every:int=100, # steps between held-out evaluations (0: never)
                  eval_chars:int|None=None, # evaluate on the first eval_chars held-out characters (None: all)
-                 seed:int=0, # seed of the epoch offsets
-                 jit_compile:bool=False, # compile the training step with XLA
+                 seed:int=0, # seed of the epoch offsets and of the dropout masks
+                 jit_compile:bool=False, # compile the training step with XLA (not under a strategy)
+                 device:str|None=None, # "cpu" or "gpu" (`tf_setup.pick_device`); None: TensorFlow's choice
+                 strategy=None, # a `tf.distribute.Strategy` (`make_strategy`) whose scope built the model, or None
                 ):
         _check_model(model)
-        if not model.built: model.build((None, None))
-        self.model, self.optimizer = model, (TFAdam(2e-3) if optimizer is None else optimizer)
+        if strategy is not None:
+            n = strategy.num_replicas_in_sync
+            if device is not None:
+                raise ValueError(f"device must be None with a strategy (it places the work on its own devices), "
+                                 f"got {device!r}")
+            if jit_compile: raise ValueError("jit_compile must be False with a strategy, got True")
+            if check_int("batch_size", batch_size) % n:
+                raise ValueError(f"batch_size must be a multiple of the strategy's {n} replicas, got {batch_size}")
+            if not all(strategy.extended.variable_created_in_scope(v.value) for v in model.weights):
+                raise ValueError("model must be built under the strategy's scope (`with strategy.scope():`, as "
+                                 "`make_tf_trainer` does), got one built outside it")
+        self.strategy, self.device = strategy, (None if device is None else pick_device(device))
+        self._strategy = tf.distribute.get_strategy() if strategy is None else strategy
+        with self._strategy.scope(), self._placement():
+            if not model.built: model.build((None, None))
+            self.model, self.optimizer = model, (TFAdam(2e-3) if optimizer is None else optimizer)
+            try: self.optimizer.build(model.trainable_variables)  # its slots exist before tracing
+            except RuntimeError as e:  # "Mixing different tf.distribute.Strategy objects"
+                raise ValueError("optimizer must be created under the strategy's scope, as the model "
+                                 f"(`make_tf_trainer` does both): {e}") from e
+        if strategy is not None and not strategy.extended.variable_created_in_scope(self.optimizer.iterations.value):
+            raise ValueError("optimizer must be created and built under the strategy's scope, as the model")
         self._setup(model.vocab_size, train_ids, valid_ids, batch_size, seq_len, clip_norm, clip_value, eval_every,
                     eval_chars, seed)
-        self.train_fn = TrainStep(model, self.optimizer, clip_norm=self.clip_norm, clip_value=self.clip_value,
-                                  jit_compile=jit_compile)
+        self.loss_scaling = isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer)
+        if self.loss_scaling and (self.clip_norm is not None or self.clip_value is not None or strategy is not None):
+            raise ValueError("optimizer may be a LossScaleOptimizer only with clip_norm=None and clip_value=None (give "
+                             "its inner optimizer global_clipnorm: gradients are unscaled before clipping) and no "
+                             f"strategy, got clip_norm={clip_norm!r}, clip_value={clip_value!r}")
+        self.dropout = float(getattr(model, "dropout", 0.0))
+        self.variables = model.trainable_variables
+        ids, state = tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([None, model.units], model.compute_dtype)
+        sig = [ids, ids, tf.TensorSpec([2], tf.int64), *[state] * model.n_states]
+        self.train_fn = tf.function(self._step, input_signature=sig, jit_compile=jit_compile)
+
+    def _placement(self):
+        "The context that puts work on the chosen device (none when TensorFlow chooses, or under a strategy)"
+        return tf.device(self.device) if self.device else contextlib.nullcontext()
+
+    @property
+    def is_chief(self) -> bool:
+        "Whether this process writes the checkpoints: always, except on the workers other than the chief of a cluster"
+        r = getattr(self.strategy, "cluster_resolver", None)
+        if r is None or not r.task_type: return True
+        return r.task_type == "chief" or (r.task_type == "worker" and r.task_id == 0
+                                          and "chief" not in r.cluster_spec().as_dict())
+
+    def _replica_step(self, x, y, seed, *state):
+        "One replica's part of a window step: its rows of the global batch; loss and gradients summed over replicas"
+        ctx = tf.distribute.get_replica_context()
+        n, r = ctx.num_replicas_in_sync, ctx.replica_id_in_sync_group
+        b = tf.shape(x)[0] // n  # this replica's rows: [r b, (r + 1) b)
+        x, y, state = x[r * b:(r + 1) * b], y[r * b:(r + 1) * b], [s[r * b:(r + 1) * b] for s in state]
+        extra = {"dropout_seed": tf.random.experimental.stateless_fold_in(seed, r)} if self.dropout else {}
+        with tf.GradientTape() as tape:
+            logits, final = self.model(x, initial_state=state, training=True, **extra)     # step 3: forward
+            logits = tf.cast(logits, tf.float32 if logits.dtype == tf.float16 else logits.dtype)  # loss in >= float32
+            y = check_token_ids("y", y, self.model.vocab_size)  # on GPU, an id >= V would give NaN silently
+            nll = tf.nn.sparse_softmax_cross_entropy_with_logits(y, logits)                 # step 4: loss
+            w = tf.ones_like(nll)
+            loss = tf.reduce_sum(nll * w) / (tf.reduce_sum(w) * n)  # this replica's share of the global mean
+            scaled = self.optimizer.scale_loss(loss) if self.loss_scaling else loss
+        grads = [tf.convert_to_tensor(g) for g in tape.gradient(scaled, self.variables)]  # step 5: backward
+        grads, loss = ctx.all_reduce("SUM", grads), ctx.all_reduce("SUM", loss)  # the global batch's, on every replica
+        if self.loss_scaling:  # step 6: the optimizer unscales, checks, clips
+            norm = tf.linalg.global_norm(grads) / tf.cast(self.optimizer.scale_loss(1.0), grads[0].dtype)
+        else:                                                                               # step 6: clip, update
+            norm = tf.linalg.global_norm(grads)
+            if self.clip_value is not None:
+                grads = [tf.clip_by_value(g, -self.clip_value, self.clip_value) for g in grads]
+            if self.clip_norm is not None: grads, _ = tf.clip_by_global_norm(grads, self.clip_norm)
+        # the optimizer sums what the n replicas give it: each gives 1/n of the (equal) summed gradient
+        self.optimizer.apply(grads if n == 1 else [g / n for g in grads], self.variables)
+        return loss, norm, [ctx.all_gather(s, axis=0) for s in final]  # every replica gets the whole (B, H) state
+
+    def _step(self, x, y, seed, *state):
+        out = self._strategy.run(self._replica_step, args=(x, y, seed, *state))
+        return tf.nest.map_structure(lambda v: self._strategy.experimental_local_results(v)[0], out)
 
     def window_step(self, x:np.ndarray, y:np.ndarray) -> tuple: # loss (nats), grad norm, final state
-        "Forward, loss, gradient, clip and update on one window, from the carried state"
-        loss, norm, state = self.train_fn(x, y, self.state)
+        "Forward, loss, gradient, clip and update on one window, from the carried state, on every replica"
+        V = self.model.vocab_size
+        x, y = check_token_ids("x", tf.constant(x, tf.int32), V), check_token_ids("y", tf.constant(y, tf.int32), V)
+        state = _zero_state(self.model, x.shape[0]) if self.state is None else self.state
+        state = [tf.convert_to_tensor(s, self.model.compute_dtype) for s in state]
+        seed = tf.constant([self.seed, self.step], tf.int64)  # the dropout masks: a function of the step alone
+        loss, norm, state = self.train_fn(x, y, seed, *state)
         loss, norm = float(loss), float(norm)
         if not (math.isfinite(loss) and math.isfinite(norm)):
             raise FloatingPointError(f"the loss or the gradients are not finite at step {self.step + 1}: "
                                      "lower the learning rate")
         return loss, norm, list(state)
 
+    def train_step(self) -> float:
+        "`TrainerBase.train_step` on the chosen device"
+        with self._placement(): return super().train_step()
+
+    def evaluate(self, ids:np.ndarray|None=None, batch_size:int=32):
+        "`TrainerBase.evaluate` on the chosen device"
+        with self._placement(): return super().evaluate(ids, batch_size)
+
     def eval_window(self) -> Callable: return keras_window(self.model)
+
+    def config(self) -> dict:
+        "`TrainerBase.config`, and the dropout rate when there is dropout"
+        return {**super().config(), "dropout": self.dropout} if self.dropout else super().config()
 
     def optimizer_config(self) -> dict:
         "The optimizer's class and learning rate (and Adam's other settings)"
         opt = self.optimizer
         extra = {k: float(getattr(opt, k)) for k in ("beta_1", "beta_2", "epsilon") if hasattr(opt, k)}
-        return {"optimizer": type(opt).__name__, "lr": float(f"{float(opt.learning_rate):.7g}"), **extra}
+        lr = float(tf.convert_to_tensor(opt.learning_rate))  # a MirroredVariable under a strategy
+        return {"optimizer": type(opt).__name__, "lr": float(f"{lr:.7g}"), **extra}
 
     def checkpoint_arrays(self) -> tuple: # (arrays, JSON metadata) of the model and optimizer
         "The model's and optimizer's variables, by position, and their paths"
@@ -201,6 +320,10 @@ class TFTrainer(TrainerBase):
             if not fits:
                 raise FormatError(f"{path} holds {group} variables that do not fit this model")
             for a, v in zip(saved, variables): v.assign(a)
+
+    def save_checkpoint(self, path:str|os.PathLike) -> Path|None:
+        "`TrainerBase.save_checkpoint` on the chief; the cluster's other workers hold the same numbers, write nothing"
+        return super().save_checkpoint(path) if self.is_chief else None
 
     def load_checkpoint(self, path:str|os.PathLike) -> TFTrainer:
         "Restore the run saved in `path` after `check_tf_checkpoint` accepted every field and array of it"
@@ -290,3 +413,72 @@ def check_tf_checkpoint(
             bad(f"array {key!r}", f"must have shape {shape} and dtype {dtype}, got {a.shape} and {a.dtype}")
         if a.dtype.kind == "f" and not np.isfinite(a).all(): bad(f"array {key!r}", "holds NaN or infinite values")
 
+# %% ../nbs/93_tf_trainer.ipynb #f0a1b2c4
+STRATEGIES = ("mirrored", "multi-worker")
+_TF_CONFIG_EXAMPLE = ('{"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
+                      '"task": {"type": "worker", "index": 0}}')
+
+def check_tf_config(
+    raw:str|None, # the value of the TF_CONFIG environment variable, or None when it is not set
+) -> dict: # the cluster's description
+    "The cluster `TF_CONFIG` describes, checked: jobs `chief`/`worker` of 'host:port' lists, this task among them"
+    def bad(why): raise ValueError(f"TF_CONFIG must describe the cluster as JSON, e.g. {_TF_CONFIG_EXAMPLE}; {why}")
+    if not raw: bad("it is not set")
+    try: cfg = json.loads(raw)
+    except json.JSONDecodeError as e: bad(f"it is not JSON ({e})")
+    if not isinstance(cfg, dict): bad(f"got {_short(cfg)}")
+    cluster, task = cfg.get("cluster"), cfg.get("task")
+    if not (isinstance(cluster, dict) and cluster and set(cluster) <= {"chief", "worker"}):
+        bad(f"its 'cluster' must map 'worker' (and optionally 'chief') to addresses, got {_short(cluster)}")
+    for job, addresses in cluster.items():
+        if not (isinstance(addresses, list) and addresses and
+                all(isinstance(a, str) and re.fullmatch(r"[^:\s]+:\d+", a) for a in addresses)):
+            bad(f"cluster job {job!r} must be a non-empty list of 'host:port' strings, got {_short(addresses)}")
+    if not (isinstance(task, dict) and task.get("type") in cluster and _is_int(task.get("index"))
+            and 0 <= task["index"] < len(cluster[task["type"]])):
+        bad(f"its 'task' must name this process's job and index in the cluster, got {_short(task)}")
+    return cfg
+
+def make_strategy(
+    kind:str|None, # None (one device), "mirrored" (the visible devices of this machine) or "multi-worker" (TF_CONFIG)
+):
+    "`None`, a `MirroredStrategy` over the visible GPUs (else CPUs), or a `MultiWorkerMirroredStrategy` from TF_CONFIG"
+    if kind is None: return None
+    check_choice("strategy", kind, STRATEGIES)
+    if kind == "mirrored":
+        with quiet_stderr():  # TensorFlow logs its first look at the devices
+            devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+            return tf.distribute.MirroredStrategy([d.name for d in devices])
+    check_tf_config(os.environ.get("TF_CONFIG"))
+    try:
+        with quiet_stderr(): return tf.distribute.MultiWorkerMirroredStrategy()
+    except RuntimeError as e:  # "Collective ops must be configured at program startup"
+        raise RuntimeError(f"make_strategy('multi-worker') must be called before TensorFlow runs its first operation "
+                           f"(before `configure_tensorflow` and any model): {e}") from e
+
+def make_tf_trainer(
+    vocab_size:int, # V
+    train_ids:np.ndarray, # 1-D training ids
+    valid_ids:np.ndarray|None, # 1-D held-out ids, or None
+    *,
+    units:int, # H
+    cell:str, # "rnn", "lstm" or "gru"
+    layers:int, # recurrent layers
+    seed:int, # seed of the weights, the epoch offsets and the dropout masks
+    lr:float, # Adam's learning rate
+    dropout:float=0.0, # fraction of each recurrent layer's outputs dropped in training
+    device:str|None=None, # "cpu" or "gpu", or None: TensorFlow's choice
+    strategy=None, # from `make_strategy`, or None
+    **trainer_kwargs, # more `TFTrainer` arguments: batch_size, seq_len, clip_norm, eval_every, ...
+) -> TFTrainer:
+    "A `TFTrainer` whose `char_model` and `TFAdam` are built where they will train: the strategy's scope, or the device"
+    if strategy is not None and device is not None:
+        raise ValueError(f"device must be None with a strategy (it places the work on its own devices), got {device!r}")
+    lr = check_number("lr", lr)
+    where = strategy.scope() if strategy is not None else tf.device(pick_device(device)) if device is not None \
+        else contextlib.nullcontext()
+    with where:
+        model = char_model(vocab_size, units, cell, layers, seed=seed, dropout=dropout)
+        optimizer = TFAdam(lr)
+    return TFTrainer(model, train_ids, valid_ids, optimizer, seed=seed, device=device, strategy=strategy,
+                     **trainer_kwargs)

@@ -11,10 +11,10 @@ from rnn_tutorial import numpy_train as nt
 from rnn_tutorial.data import Vocab
 from rnn_tutorial.numpy_rnn import StackedRNN
 from rnn_tutorial.persist import FormatError, write_npz
-from rnn_tutorial.tf_rnn import TFAdam, to_keras_weights
-from rnn_tutorial.tf_setup import configure_tensorflow, import_tensorflow
-from rnn_tutorial.tf_train import (TF_CHECKPOINT_FORMAT, StackedCharModel, TFTrainer, char_model, keras_step,
-                                   keras_window)
+from rnn_tutorial.tf_rnn import TFAdam, TrainStep, to_keras_weights
+from rnn_tutorial.tf_setup import configure_tensorflow, gpu_details, import_tensorflow, pick_device
+from rnn_tutorial.tf_train import (TF_CHECKPOINT_FORMAT, StackedCharModel, TFTrainer, char_model, check_tf_config,
+                                   keras_step, keras_window, make_strategy, make_tf_trainer)
 
 tf, keras = import_tensorflow()
 configure_tensorflow(deterministic=True)
@@ -229,3 +229,140 @@ def test_undamaged_checkpoint_loads(saved_run):
     _, arrays, meta, d = saved_run
     write_npz(d / "same.npz", arrays, meta)
     assert make(seed=3).load_checkpoint(d / "same.npz").step == 12
+
+
+class ByTrainStep(TFTrainer):
+    "`TFTrainer` whose window step is chapter 5's `TrainStep`: the numbers a run without dropout must reproduce"
+    def window_step(self, x, y):
+        if not hasattr(self, "reference"):
+            self.reference = TrainStep(self.model, self.optimizer, self.clip_norm, self.clip_value)
+        loss, norm, state = self.reference(x, y, self.state)
+        return float(loss), float(norm), list(state)
+
+
+@pytest.mark.parametrize("kind, layers, clip_value", [("lstm", 1, None), ("rnn", 2, 0.05)])
+def test_without_dropout_the_step_is_chapter_5s_bit_for_bit(kind, layers, clip_value):
+    "dropout=0.0 gives TrainStep's losses, norms and weights exactly, and a checkpoint configuration without dropout"
+    a, b = [cls(char_model(V, 12, kind, layers, seed=0), IDS[:1200], IDS[1200:1500], TFAdam(1e-2), batch_size=4,
+                seq_len=25, eval_every=4, clip_value=clip_value).fit(8) for cls in (TFTrainer, ByTrainStep)]
+    assert a.log == b.log
+    assert all(np.array_equal(u.numpy(), v.numpy()) for u, v in zip(a.model.weights, b.model.weights))
+    assert "dropout" not in a.config() and type(char_model(V, 4, kind, 1, dropout=0.0)) is not StackedCharModel
+
+
+def test_dropout_is_checked_named_and_only_in_training():
+    for bad in (-0.1, 1.0, 1.5, "0.2", float("nan"), True):
+        with pytest.raises(ValueError, match="dropout must be"): char_model(V, 4, "gru", dropout=bad)
+    model = char_model(V, 8, "lstm", layers=2, seed=0, dropout=0.5)
+    x, seed = IDS[None, :30].repeat(3, 0).astype(np.int32), tf.constant([1, 2], tf.int64)
+    (la, sa), (lb, _), (le, se) = model(x, training=True, dropout_seed=seed), model(x, training=True,
+                                                                                    dropout_seed=seed), model(x)
+    np.testing.assert_array_equal(la.numpy(), lb.numpy())  # a function of the seed
+    assert not np.array_equal(la.numpy(), le.numpy())  # dropped in training, not in evaluation
+    for i in (0, 1): np.testing.assert_array_equal(sa[i].numpy(), se[i].numpy())  # layer 0's recurrence untouched
+    assert not np.array_equal(sa[2].numpy(), se[2].numpy())  # layer 1 read dropped outputs
+    other, _ = model(x, training=True, dropout_seed=tf.constant([1, 3], tf.int64))
+    assert not np.array_equal(la.numpy(), other.numpy())
+    with pytest.raises(ValueError, match="dropout_seed must be given"): model(x, training=True)
+
+
+def test_one_layer_with_dropout_keeps_the_one_layer_layout(tmp_path):
+    "A StackedCharModel of one layer has CharModel's params layout; config and Keras files keep the rate"
+    plain, drop = char_model(V, 8, "gru", seed=0), char_model(V, 8, "gru", seed=0, dropout=0.2)
+    assert type(drop) is StackedCharModel and drop.n_layers == 1
+    shapes = lambda m: {k: v.shape for k, v in nt.flatten_tree(m.params).items()}  # noqa: E731
+    assert shapes(plain) == shapes(drop)
+    drop.set_params(plain.params)
+    x = IDS[None, :20].astype(np.int32)
+    np.testing.assert_array_equal(drop(x)[0].numpy(), plain(x)[0].numpy())  # evaluation: nothing dropped
+    stacked = char_model(V, 8, "lstm", layers=2, seed=1, dropout=0.3)
+    twin = char_model(V, 8, "lstm", layers=2, seed=2)
+    twin.set_params(stacked.params)
+    np.testing.assert_array_equal(twin(x)[0].numpy(), stacked(x)[0].numpy())
+    stacked.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras")
+    assert loaded.get_config()["dropout"] == 0.3 and loaded.dropout == 0.3
+
+
+def make_dropout(seed=0, dropout=0.3, **kw):
+    model = char_model(V, 12, "gru", layers=2, seed=seed, dropout=dropout)
+    return TFTrainer(model, IDS[:1200], IDS[1200:1500], TFAdam(1e-2), batch_size=4, seq_len=25, eval_every=4, **kw)
+
+
+def test_dropout_resumes_exactly(tmp_path):
+    full = make_dropout().fit(10)
+    make_dropout().fit(4, checkpoint=tmp_path / "c.npz")
+    resumed = make_dropout(seed=5).load_checkpoint(tmp_path / "c.npz").fit(10)
+    assert resumed.log == full.log
+    assert all(np.array_equal(a.numpy(), b.numpy()) for a, b in zip(full.model.weights, resumed.model.weights))
+    assert full.config()["dropout"] == 0.3
+    assert full.log["train"][0] != make_dropout(dropout=0.0).fit(1).log["train"][0]  # the masks are used
+    with pytest.raises(FormatError, match="dropout is 0.2 here, 0.3 in the checkpoint"):
+        make_dropout(dropout=0.2).load_checkpoint(tmp_path / "c.npz")
+    with pytest.raises(FormatError, match="dropout is None here, 0.3 in the checkpoint"):
+        make_dropout(dropout=0.0).load_checkpoint(tmp_path / "c.npz")
+
+
+def test_device_choice():
+    on_cpu = make(device="cpu").fit(6)
+    assert on_cpu.device == "/CPU:0" and on_cpu.log == make().fit(6).log
+    with pytest.raises(ValueError, match="device must be one of 'cpu', 'gpu', got 'tpu'"): make(device="tpu")
+    with pytest.raises(ValueError, match="device 'gpu' was asked for, but none is visible"):
+        pick_device("gpu", gpus=[])
+    if not gpu_details():
+        with pytest.raises(ValueError, match="none is visible"): make(device="gpu")
+    t = make_tf_trainer(V, IDS[:1200], IDS[1200:1500], units=16, cell="lstm", layers=1, seed=0, lr=1e-2,
+                        device="cpu", batch_size=4, seq_len=25, eval_every=7)
+    assert t.fit(6).log == on_cpu.log  # the factory builds what `make` builds, on the device asked for
+    with pytest.raises(ValueError, match="lr must be"):
+        make_tf_trainer(V, IDS, None, units=4, cell="rnn", layers=1, seed=0, lr=0)
+
+
+def test_tf_config_is_checked_and_named(monkeypatch):
+    good = {"cluster": {"worker": ["127.0.0.1:1234", "127.0.0.1:1235"]}, "task": {"type": "worker", "index": 1}}
+    assert check_tf_config(json.dumps(good)) == good
+    cases = {None: "it is not set", "": "it is not set", "{": "it is not JSON", "[1]": "got [1]",
+             json.dumps({"task": good["task"]}): "'cluster' must map",
+             json.dumps({**good, "cluster": {"ps": ["a:1"]}}): "'cluster' must map",
+             json.dumps({**good, "cluster": {"worker": ["localhost"]}}): "'host:port'",
+             json.dumps({**good, "task": {"type": "worker", "index": 2}}): "'task' must name",
+             json.dumps({**good, "task": {"type": "chief", "index": 0}}): "'task' must name"}
+    for raw, want in cases.items():
+        with pytest.raises(ValueError, match="TF_CONFIG must describe the cluster") as e: check_tf_config(raw)
+        assert want in str(e.value), (raw, str(e.value))
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    with pytest.raises(ValueError, match="TF_CONFIG .* it is not set"): make_strategy("multi-worker")
+    with pytest.raises(ValueError, match="strategy must be one of 'mirrored', 'multi-worker', got 'tpu'"):
+        make_strategy("tpu")
+    assert make_strategy(None) is None
+
+
+def test_a_strategy_needs_the_model_and_optimizer_built_in_its_scope():
+    "One replica in this process (two need a fresh one: tests/test_tf_distribute.py); the checks name what is wrong"
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
+    args = (IDS[:1200], IDS[1200:1500])
+    with pytest.raises(ValueError, match="model must be built under the strategy's scope"):
+        TFTrainer(char_model(V, 8, "lstm"), *args, strategy=strategy)
+    with strategy.scope(): model = char_model(V, 8, "lstm")
+    with pytest.raises(ValueError, match="optimizer must be created"):
+        TFTrainer(model, *args, TFAdam(1e-2), strategy=strategy)
+    with pytest.raises(ValueError, match="jit_compile must be False"):
+        TFTrainer(model, *args, strategy=strategy, jit_compile=True)
+    with pytest.raises(ValueError, match="device must be None with a strategy"):
+        TFTrainer(model, *args, strategy=strategy, device="cpu")
+    with pytest.raises(ValueError, match="device must be None with a strategy"):
+        make_tf_trainer(V, *args, units=8, cell="lstm", layers=1, seed=0, lr=1e-2, strategy=strategy, device="cpu")
+    kw = dict(units=16, cell="lstm", layers=1, seed=0, lr=1e-2, batch_size=4, seq_len=25, eval_every=7)
+    under = make_tf_trainer(V, *args, strategy=strategy, **kw).fit(6)
+    np.testing.assert_allclose([r[1] for r in under.log["train"]], [r[1] for r in make().fit(6).log["train"]],
+                               rtol=1e-6)
+    assert under.is_chief
+
+
+def test_multi_worker_strategy_must_come_first(monkeypatch):
+    "This process has run TensorFlow already: the collective ops cannot be set up any more, and the error says so"
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"worker": ["127.0.0.1:1"]},
+                                                "task": {"type": "worker", "index": 0}}))
+    tf.ones(1)
+    with pytest.raises(RuntimeError, match="must be called before TensorFlow runs its first operation"):
+        make_strategy("multi-worker")
