@@ -54,9 +54,9 @@ def work(tmp_path_factory):
 def numpy_model(work):
     "A tiny NumPy model in work/np, and broken copies of it"
     run(["train", "--text", "text.txt", "--backend", "numpy", *TINY, "--steps", "60", "--out", "np"], work)
-    for name in ("truncated", "oldversion", "noweights"): shutil.copytree(work / "np", work / name)
-    w = work / "truncated" / "weights.npz"
-    w.write_bytes(w.read_bytes()[:200])
+    for name in ("truncated", "truncatedbest", "oldversion", "noweights"): shutil.copytree(work / "np", work / name)
+    for w in (work / "truncated" / "weights.npz", work / "truncatedbest" / "weights_best.npz"):
+        w.write_bytes(w.read_bytes()[:200])
     cfg = json.loads((work / "oldversion" / "config.json").read_text())
     (work / "oldversion" / "config.json").write_text(json.dumps({**cfg, "version": 99, "package_version": "9.9"}))
     (work / "noweights" / "weights.npz").unlink()
@@ -186,9 +186,10 @@ BAD = {  # arguments -> what the one-line message must contain
     "model dir missing": (["generate", "--model", "nowhere"], "--model: no such directory"),
     "model is a file": (["generate", "--model", "text.txt"], "is not a directory"),
     "not a model dir": (["generate", "--model", "a_dir"], "is not a model directory"),
-    "corrupt weights": (["generate", "--model", "truncated"], "not a valid weights file"),
+    "corrupt weights": (["generate", "--model", "truncated", "--weights", "last"], "not a valid weights file"),
+    "corrupt best weights": (["generate", "--model", "truncatedbest"], "not a valid weights file"),
     "other version": (["evaluate", "--model", "oldversion", "--text", "text.txt"], "saved by another version"),
-    "no weights": (["generate", "--model", "noweights"], "no weights.npz"),
+    "no weights": (["generate", "--model", "noweights", "--weights", "last"], "no weights.npz"),
     "evaluate binary": (["evaluate", "--model", "np", "--text", "binary.bin"], "--text"),
     "evaluate without text": (["evaluate", "--model", "np"], "--text"),
     "demo over a trained model": (["demo", "--out", "np", "--steps", "1"], "--out: np already holds a model"),
@@ -214,8 +215,10 @@ BAD = {  # arguments -> what the one-line message must contain
     "huge layers": (["train", "--text", "text.txt", "--units", "4096", "--layers", "2000"], "GiB of memory available"),
     "huge beam": (["generate", "--model", "np", "--beam", "1000000000"], "--beam 1000000000 with --length 500 needs"),
     # hostile or damaged model directories
-    "NaN weights, generate": (["generate", "--model", "nanmodel"], "dense/bias holds 1 NaN or infinite value(s)"),
-    "inf weights, evaluate": (["evaluate", "--model", "infmodel", "--text", "text.txt"], "NaN or infinite"),
+    "NaN weights, generate": (["generate", "--model", "nanmodel", "--weights", "last"],
+                              "dense/bias holds 1 NaN or infinite value(s)"),
+    "inf weights, evaluate": (["evaluate", "--model", "infmodel", "--text", "text.txt", "--weights", "last"],
+                              "NaN or infinite"),
     "config asks for 10^8 units": (["generate", "--model", "hugecfg"], "config.json describes a model that needs"),
     "config with a string size": (["generate", "--model", "typecfg"],
                                   "field 'units' must be an integer >= 1, got '32'"),
@@ -296,12 +299,14 @@ def _interrupt(args, out: Path, cwd: Path, sig=signal.SIGINT) -> subprocess.Pope
     return proc
 
 
-@pytest.mark.parametrize("backend", ["numpy", "tf"])
-def test_interrupted_and_resumed_run_is_identical(work, backend):
+@pytest.mark.parametrize("backend, schedule", [("numpy", ["--lr-schedule", "cosine", "--warmup", "15"]), ("tf", [])])
+def test_interrupted_and_resumed_run_is_identical(work, backend, schedule):
+    "Resumed after Ctrl-C: the same weights, best weights, logs and learning rates (a cosine schedule: a pure \
+function of the step)"
     steps = 120
     args = ["train", "--text", "text.txt", "--backend", backend, "--cell", "lstm", "--units", "48",
             "--batch-size", "16", "--seq-len", "32",
-            "--steps", steps, "--eval-every", "25", "--checkpoint-every", "10"]
+            "--steps", steps, "--eval-every", "25", "--checkpoint-every", "10", *schedule]
     full, cut = work / f"{backend}-full", work / f"{backend}-cut"
     run([*args, "--out", full.name], work)
     proc = _interrupt(args, cut, work)
@@ -310,9 +315,14 @@ def test_interrupted_and_resumed_run_is_identical(work, backend):
     assert 10 <= stopped < steps and "stopped by SIGINT" in proc.err and "--resume" in proc.err, proc.err
     assert len((cut / "log.jsonl").read_text().splitlines()) >= stopped
     run([*args, "--out", cut.name, "--resume"], work)
-    a, b = np.load(full / "weights.npz"), np.load(cut / "weights.npz")
-    assert sorted(a.files) == sorted(b.files) and all(np.array_equal(a[k], b[k]) for k in a.files)
+    for name in ("weights.npz", "weights_best.npz"):
+        a, b = np.load(full / name), np.load(cut / name)
+        assert sorted(a.files) == sorted(b.files) and all(np.array_equal(a[k], b[k]) for k in a.files)
     assert (full / "log.jsonl").read_bytes() == (cut / "log.jsonl").read_bytes()
+    rows = [[r[:-1] for r in np.genfromtxt(d / "log.csv", delimiter=",", skip_header=1).tolist()] for d in (full, cut)]
+    assert len(rows[0]) == steps and np.array_equal(np.array(rows[0]), np.array(rows[1]), equal_nan=True)
+    lr = np.array(rows[0])[:, 4]
+    assert (lr[14], lr[15], lr[-1]) == (2e-3, 2e-3, 2e-4) if schedule else set(lr) == {2e-3}
 
 
 def test_sigterm_saves_and_resume_extends_stacked_lstm(work):
@@ -593,3 +603,234 @@ def test_memory_estimate_of_minimal_cells():
     assert memory_needed("mingru", 64, 1, 90, 8, 32) < memory_needed("gru", 64, 1, 90, 8, 32) \
         < memory_needed("lstm", 64, 1, 90, 8, 32)
     assert memory_needed("minlstm", 64, 1, 90, 8, 32) == memory_needed("gru", 64, 1, 90, 8, 32)  # 3 blocks each
+
+
+# issue 18: honest validation, the best weights, resume that may change, fine-tuning, one unknown-character policy,
+# the generating and training options
+
+
+def test_evaluate_spread_has_no_false_joins():
+    "A periodic evaluation on part of the held-out text: each evenly spaced piece its own stream, as if alone"
+    from rnn_tutorial import numpy_train as nt
+    from rnn_tutorial.cli import evaluate_spread
+    rng = np.random.default_rng(0)
+    model, ids = nt.init_model(7, 8, 0), rng.integers(0, 7, 1000).astype(np.int32)
+    ev = evaluate_spread(nt.numpy_window(model), ids, 100, 16, streams=4)
+    starts, c = np.linspace(0, 1000 - 25, 4).round().astype(int), 25
+    alone = [nt.evaluate(model, ids[a:a + c], 1, 16) for a in starts]
+    assert ev.n == 4 * 24 and starts[0] == 0 and starts[-1] + c == 1000
+    assert abs(ev.nats - np.mean([e.nats for e in alone])) < 1e-6  # float32 sums; a false join moves it ~1e-2
+    full = evaluate_spread(nt.numpy_window(model), ids, 5000, 16)
+    assert full == nt.evaluate(model, ids, 32, 16)  # all of it: the final figure's evaluation
+
+
+def test_periodic_evaluations_best_weights_and_resume_changes(work, numpy_model):
+    "All the held-out text by default; the best weights kept and used; --resume may change lr, steps, evaluation"
+    m = numpy_model
+    cfg, summary = json.loads((m / "config.json").read_text()), json.loads((m / "summary.json").read_text())
+    log = [json.loads(line) for line in (m / "log.jsonl").read_text().splitlines()]
+    valid = [r["valid_loss"] for r in log if "valid_loss" in r]
+    assert cfg["settings"]["eval_chars"] == 12_000 and abs(valid[-1] - summary["valid_loss_nats"]) < 1e-9
+    assert cfg["best"]["valid_loss_nats"] == min(valid) and summary["best_step"] == cfg["best"]["step"]
+    shutil.copytree(m, work / "more")
+    w40 = None
+    p = run(["train", "--text", "text.txt", "--backend", "numpy", *TINY, "--steps", "100", "--lr", "0.01",
+             "--eval-chars", "3000", "--out", "more", "--resume"], work)
+    notes = [line for line in p.stderr.splitlines() if "--resume:" in line]
+    assert notes == ["rnn-tutorial train: --resume: --eval-chars 3000 (it was 12000) from step 61 on",
+                     "rnn-tutorial train: --resume: --lr 0.01 (it was 0.002) from step 61 on",
+                     "rnn-tutorial train: --resume: --steps 100 (it was 60) from step 61 on"], p.stderr
+    assert "on 3,000 of the 12,000 held-out characters, in 32 evenly spaced pieces" in p.stderr
+    assert "best weights (step" in p.stdout and "held-out loss:" in p.stdout
+    csv = np.genfromtxt(work / "more" / "log.csv", delimiter=",", names=True)
+    assert len(csv) == 100 and set(csv["lr"][:60]) == {0.002} and set(csv["lr"][60:]) == {0.01}
+    assert list(np.flatnonzero(~np.isnan(csv["valid_loss"])) + 1) == [20, 40, 60, 80, 100]
+    cfg = json.loads((work / "more" / "config.json").read_text())
+    log = [json.loads(line) for line in (work / "more" / "log.jsonl").read_text().splitlines()]
+    best = min((r["valid_loss"], r["step"]) for r in log if "valid_loss" in r)
+    assert (cfg["best"]["valid_loss_nats"], cfg["best"]["step"]) == best
+    if best[1] == 100: w40 = np.load(work / "more" / "weights.npz")
+    else: w40 = np.load(m / "weights_best.npz") if best[1] == 60 else None
+    if w40 is not None:
+        b = np.load(work / "more" / "weights_best.npz")
+        assert all(np.array_equal(w40[k], b[k]) for k in b.files)
+    ev = {w: json.loads(run(["evaluate", "--model", "more", "--text", "text.txt", "--weights", w], work).stdout)
+          for w in ("best", "last")}
+    assert ev["best"]["weights"] == "best" and ev["last"]["weights"] == "last"
+    assert (ev["best"]["loss_nats"] == ev["last"]["loss_nats"]) == (best[1] == 100)
+    p = run(["train", "--text", "text.txt", "--backend", "numpy", *TINY, "--batch-size", "4", "--steps", "100",
+             "--lr", "0.5", "--out", "more", "--resume"], work, expect=2)
+    assert_error_line(p.stderr)
+    assert "--batch-size is 4 here, 8 in the checkpoint" in p.stderr and "--lr" not in p.stderr
+
+
+def test_no_best_copy_says_so_once(work):
+    run(["train", "--text", "text.txt", "--backend", "numpy", *TINY, "--eval-every", "0", "--steps", "3",
+         "--out", "nobest"], work)
+    assert not (work / "nobest" / "weights_best.npz").exists()
+    p = run(["generate", "--model", "nobest", "--length", "5"], work)
+    assert p.stderr.count("\n") == 1 and "has no best weights" in p.stderr and "using the last ones" in p.stderr
+
+
+def test_early_stop_keeps_the_best(work, numpy_model):
+    "With a learning rate too small to change float32 weights, no evaluation is a new best: stop after PATIENCE"
+    shutil.copytree(numpy_model, work / "patience")
+    p = run(["train", "--text", "text.txt", "--backend", "numpy", *TINY, "--steps", "500", "--lr", "1e-30",
+             "--eval-every", "5", "--early-stop", "2", "--out", "patience", "--resume"], work)
+    summary = json.loads((work / "patience" / "summary.json").read_text())
+    assert summary["steps"] == 70 and summary["early_stop"] and "early stop at step 70" in p.stderr, p.stderr
+    assert summary["best_step"] == json.loads((numpy_model / "config.json").read_text())["best"]["step"]
+    p = run(["train", "--text", "text.txt", "--early-stop", "3", "--eval-every", "0"], work, expect=2)
+    assert "--early-stop 3 counts periodic evaluations: --eval-every must be > 0" in p.stderr
+
+
+def _fine_tune_text(work) -> str:
+    "Text B: text A's characters and new ones (é, ß, Ω) throughout, in its training and held-out parts"
+    text = language_reference()[200_000:260_000].replace("e ", "é ").replace("ss", "ß").replace("O", "Ω")
+    (work / "b.txt").write_text(text, encoding="utf-8")
+    return "b.txt"
+
+
+@pytest.mark.parametrize("backend", ["numpy", "tf"])
+def test_init_from_grows_the_vocabulary(work, numpy_model, backend):
+    "Fine-tuned on a text with new characters: the old characters' weights are kept at step 0, the new ones fresh"
+    from rnn_tutorial.data import Vocab
+    b, out = _fine_tune_text(work), f"tuned-{backend}"
+    p = run(["train", "--text", b, "--backend", backend, "--batch-size", "8", "--seq-len", "32", "--steps", "1",
+             "--lr", "1e-12", "--eval-every", "0", "--init-from", "np", "--out", out], work)
+    assert "from the weights of np" in p.stderr
+    old_v, new_v = Vocab.load(work / "np" / "vocab.json"), Vocab.load(work / out / "vocab.json")
+    assert set(old_v.chars) < set(new_v.chars) and {"é", "ß", "Ω"} <= set(new_v.chars)
+    old, new = np.load(work / "np" / "weights_best.npz"), np.load(work / out / "weights.npz")
+    ids = new_v.encode(old_v.chars)
+    assert np.allclose(new["rnn/kernel"][ids], old["rnn/kernel"], atol=1e-6)
+    assert np.allclose(new["dense/kernel"][:, ids], old["dense/kernel"], atol=1e-6)
+    assert np.allclose(new["dense/bias"][ids], old["dense/bias"], atol=1e-6)
+    assert np.allclose(new["rnn/recurrent_kernel"], old["rnn/recurrent_kernel"], atol=1e-6)
+    fresh = np.setdiff1d(np.arange(len(new_v)), ids)
+    assert len(fresh) >= 3 and np.abs(new["rnn/kernel"][fresh]).max() > 0  # initialised, not zero
+    cfg = json.loads((work / out / "config.json").read_text())
+    assert cfg["settings"]["init_from"] == {"model": "np", "weights": "best", "vocab_size": len(old_v)}
+    if backend == "numpy":  # and it trains
+        run(["train", "--text", b, "--backend", backend, "--batch-size", "8", "--seq-len", "32", "--steps", "30",
+             "--eval-every", "10", "--init-from", "np", "--out", "tuned-trains"], work)
+        log = np.genfromtxt(work / "tuned-trains" / "log.csv", delimiter=",", names=True)
+        assert log["loss"][-10:].mean() < log["loss"][:10].mean()
+
+
+def test_init_from_refuses_conflicts(work, numpy_model):
+    for extra, message in ((["--units", "64"], "--init-from: np is a lstm of 1 x 32 units, its architecture; "
+                                               "--units 64 differs: drop --units"),
+                           (["--size", "large"], "drop --size"),
+                           (["--resume"], "--init-from starts a new run and --resume continues one")):
+        p = run(["train", "--text", "text.txt", "--init-from", "np", *extra, "--out", "x"], work, expect=2)
+        assert_error_line(p.stderr)
+        assert message in p.stderr, p.stderr
+
+
+def test_unknown_characters_one_policy(work, numpy_model):
+    (work / "accents.txt").write_text("The café is naïve. " * 20, encoding="utf-8")
+    p = run(["evaluate", "--model", "np", "--text", "accents.txt"], work)
+    assert json.loads(p.stdout)["unknown_characters"] == 40
+    assert "40 of the 380 characters of accents.txt are not in the model's vocabulary" in p.stderr
+    for command in (["evaluate", "--text", "accents.txt"], ["generate", "--prime", "café"]):
+        p = run([command[0], "--model", "np", *command[1:], "--unknown", "refuse"], work, expect=2)
+        assert_error_line(p.stderr)
+        assert "--unknown refuse: character 'é' (U+00E9) at position" in p.stderr, p.stderr
+    p = run(["generate", "--model", "np", "--prime", "café", "--length", "5"], work)
+    assert p.stdout.startswith("café") and "1 of the 4 characters of --prime" in p.stderr
+    # a model of the first format, whose vocabulary has no unknown symbol: read, but not replaced, nor resumed
+    shutil.copytree(work / "np", work / "v1")
+    cfg = json.loads((work / "v1" / "config.json").read_text())
+    cfg.pop("best")
+    (work / "v1" / "config.json").write_text(json.dumps({**cfg, "version": 1}))
+    vocab = json.loads((work / "v1" / "vocab.json").read_text())
+    assert vocab.get("unknown") == "\ufffd"
+    from rnn_tutorial.data import Vocab
+    old = Vocab.load(work / "v1" / "vocab.json")
+    Vocab(old.chars.replace("\ufffd", "") + "\x07").save(work / "v1" / "vocab.json")  # same size, no unknown
+    (work / "plain.txt").write_text("The cat sat on the mat.\n" * 10, encoding="utf-8")
+    p = run(["evaluate", "--model", "v1", "--text", "plain.txt"], work)
+    assert "has no best weights" in p.stderr and json.loads(p.stdout)["unknown_characters"] == 0
+    p = run(["evaluate", "--model", "v1", "--text", "accents.txt"], work, expect=2)
+    assert "has no unknown symbol" in p.stderr and "--init-from" in p.stderr
+    p = run(["train", "--text", "text.txt", "--backend", "numpy", *TINY, "--out", "v1", "--resume"], work, expect=2)
+    assert_error_line(p.stderr)
+    assert "model format 1" in p.stderr and "--init-from v1 --out NEW-DIR" in p.stderr
+
+
+def test_num_samples_and_prime_file(work, numpy_model):
+    p = run(["generate", "--model", "np", "--prime", "The ", "--length", "30", "--num-samples", "2", "--seed", "7"],
+            work)
+    second = run(["generate", "--model", "np", "--prime", "The ", "--length", "30", "--seed", "8"], work).stdout
+    assert p.stdout.startswith("=== sample 1 of 2 (seed 7) ===\nThe ")
+    assert p.stdout.endswith("=== sample 2 of 2 (seed 8) ===\n" + second), p.stdout
+    (work / "start.txt").write_text("class Foo:\n", encoding="utf-8")
+    p = run(["generate", "--model", "np", "--prime-file", "start.txt", "--length", "10"], work)
+    assert p.stdout.startswith("class Foo:\n")
+    for args, message in ((["--prime-file", "missing.txt"], "--prime-file: no such file: missing.txt"),
+                          (["--prime-file", "empty.txt"], "--prime-file: empty.txt is empty"),
+                          (["--prime-file", "binary.bin"], "looks like a binary file"),
+                          (["--prime-file", "start.txt", "--prime", "x"], "not allowed with argument"),
+                          (["--beam", "3", "--num-samples", "2"], "ignores --num-samples")):
+        p = run(["generate", "--model", "np", *args], work, expect=2)
+        assert_error_line(p.stderr)
+        assert message in p.stderr, p.stderr
+
+
+def test_sample_every_does_not_change_the_weights(work):
+    args = ["train", "--text", "text.txt", "--backend", "numpy", *TINY, "--steps", "20"]
+    p = run([*args, "--sample-every", "10", "--out", "sampled"], work)
+    run([*args, "--out", "unsampled"], work)
+    assert p.stderr.count("--- sample at step") == 2 and "--- sample at step 20 (seed 0) ---" in p.stderr
+    a, b = np.load(work / "sampled" / "weights.npz"), np.load(work / "unsampled" / "weights.npz")
+    assert all(np.array_equal(a[k], b[k]) for k in a.files)
+
+
+def test_lr_schedule_is_a_function_of_the_step():
+    from rnn_tutorial.cli import lr_at
+    assert [lr_at(s, 1.0, "constant", 4) for s in (1, 2, 4, 5, 100)] == [0.25, 0.5, 1.0, 1.0, 1.0]
+    assert lr_at(5, 1.0, "cosine", 4, 104) == 1.0 and abs(lr_at(104, 1.0, "cosine", 4, 104) - 0.1) < 1e-12
+    assert abs(lr_at(54, 1.0, "cosine", 4, 104) - 0.55) < 0.01
+    assert [lr_at(s, 1.0, "step", 0, 101) for s in (1, 26, 51, 76, 101)] == [1.0, 0.5, 0.25, 0.125, 0.125]
+
+
+def test_lr_schedule_needs_a_step_total(work):
+    p = run(["train", "--text", "text.txt", "--lr-schedule", "cosine", "--minutes", "1"], work, expect=2)
+    assert_error_line(p.stderr)
+    assert "--lr-schedule cosine decays over the step total: give --steps" in p.stderr
+
+
+def test_tensorboard_scalars_and_csv(work):
+    "--tensorboard writes scalars TensorBoard reads (read back here with TensorFlow); log.csv has a row per step"
+    import tensorflow as tf
+    run(["train", "--text", "text.txt", "--backend", "numpy", *TINY, "--steps", "20", "--eval-every", "10",
+         "--tensorboard", "tb", "--out", "tbrun"], work)
+    seen = {}
+    for f in (work / "tb").iterdir():
+        for e in tf.compat.v1.train.summary_iterator(str(f)):
+            for v in e.summary.value:
+                assert v.metadata.plugin_data.plugin_name == "scalars"
+                seen.setdefault(v.tag, []).append((e.step, float(tf.make_ndarray(v.tensor))))
+    assert set(seen) == {"loss", "grad_norm", "lr", "valid_loss"} and len(seen["loss"]) == 20
+    csv = np.genfromtxt(work / "tbrun" / "log.csv", delimiter=",", names=True)
+    assert csv.dtype.names == ("step", "loss", "grad_norm", "valid_loss", "lr", "seconds")
+    assert np.allclose([v for _, v in seen["loss"]], csv["loss"], rtol=1e-6)
+    assert [s for s, _ in seen["valid_loss"]] == [10, 20]
+
+
+def test_size_presets(work, capsys):
+    from rnn_tutorial import cli
+    from rnn_tutorial import numpy_train as nt
+    from rnn_tutorial.numpy_rnn import flatten_tree
+    for cell in cli.CELLS:
+        for layers in (1, 2):
+            model = nt.init_model(50, 8, 0, layer=cli._numpy_layer(cell, 8, layers, 50, 0))
+            assert cli.count_params(cell, 8, layers, 50) == sum(v.size for v in flatten_tree(model.params).values())
+    assert cli.main(["train", "--help"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert f"large 512 units x 2 layer(s), {cli.count_params('lstm', 512, 2, 100):,} parameters" in out
+    run(["train", "--text", "text.txt", "--backend", "numpy", "--size", "small", "--layers", "2", "--batch-size", "4",
+         "--seq-len", "8", "--steps", "1", "--eval-every", "0", "--out", "small"], work)
+    cfg = json.loads((work / "small" / "config.json").read_text())
+    assert (cfg["units"], cfg["layers"]) == (128, 2)

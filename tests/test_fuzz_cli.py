@@ -61,10 +61,16 @@ VALUES = {"--text": PATHS, "--out": PATHS, "--model": PATHS,
           "--backend": st.sampled_from(["numpy", "tf", "torch", ""]),
           "--cell": st.sampled_from(["rnn", "lstm", "gru", "mingru", "minlstm", "transformer"]),
           "--txt": PATHS, "--batch": NUMBERS,  # misspelled: refused with the closest option
-          "--prime": st.text(max_size=6), "--resume": None, "--overwrite": None, "--json": None, "--help": None}
+          "--prime": st.text(max_size=6), "--resume": None, "--overwrite": None, "--json": None, "--help": None,
+          "--init-from": PATHS, "--prime-file": PATHS, "--tensorboard": PATHS,  # issue 18's options
+          "--weights": st.sampled_from(["best", "last", "first", ""]),
+          "--unknown": st.sampled_from(["replace", "refuse", "ignore"]),
+          "--lr-schedule": st.sampled_from(["constant", "cosine", "step", "linear"]),
+          "--size": st.sampled_from(["small", "medium", "large", "huge"])}
 NUMBER_FLAGS = ["--valid-frac", "--units", "--seq-len", "--batch-size", "--lr", "--seed", "--layers", "--steps",
                 "--minutes", "--clip", "--eval-every", "--eval-chars", "--checkpoint-every", "--progress-every",
-                "--length", "--temperature", "--top-k", "--beam"]
+                "--length", "--temperature", "--top-k", "--beam", "--early-stop", "--warmup", "--sample-every",
+                "--num-samples"]
 FLAGS = sorted([*VALUES, *NUMBER_FLAGS])
 
 
