@@ -2,8 +2,10 @@
 run. Never asserts on speed."""
 import json
 import math
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -93,7 +95,9 @@ def test_select_keys():
 
 
 @pytest.mark.parametrize("argv,message", [
-    (["--batch", "0"], "--batch: expected a positive integer"),
+    (["--batch-size", "0"], "--batch-size: expected a positive integer"),
+    (["--busy", "0"], "--busy: expected positive integers separated by commas"),
+    (["--busy", "1,x"], "--busy: expected positive integers"),
     (["--seq-len", "x"], "--seq-len: expected a positive integer"),
     (["--units", "-3"], "--units"),
     (["--warmup", "-1"], "--warmup: expected a non-negative integer"),
@@ -116,16 +120,17 @@ def test_help_names_every_option(capsys):
         bench.main(["--help"])
     assert e.value.code == 0
     out = capsys.readouterr().out
-    for opt in ("--batch", "--seq-len", "--units", "--vocab", "--repeats", "--warmup", "--only", "--quick", "--json",
-                "--blas-threads", "--tf-threads"):
+    for opt in ("--batch-size", "--busy", "--seq-len", "--units", "--vocab", "--repeats", "--warmup", "--only",
+                "--quick", "--json", "--blas-threads", "--tf-threads"):
         assert opt in out
 
 
 def test_numpy_only_run_in_process(tmp_path, capsys):
     "A tiny NumPy-only run through `main`: one JSON object on stdout, progress on stderr, the same object in --output."
     out = tmp_path / "sub" / "b.json"
-    assert bench.main(["--json", "--only", "numpy/*", "--batch", "2", "--seq-len", "3", "--units", "4", "--vocab", "5",
-                       "--repeats", "2", "--warmup", "0", "--blas-threads", "1", "--output", str(out)]) == 0
+    assert bench.main(["--json", "--only", "numpy/*", "--batch-size", "2", "--seq-len", "3", "--units", "4",
+                       "--vocab", "5", "--repeats", "2", "--warmup", "0", "--blas-threads", "1",
+                       "--output", str(out)]) == 0
     cap = capsys.readouterr()
     result = json.loads(cap.out)
     assert "numpy/rnn" in cap.err and "gemm" in cap.err and "numpy minGRU loop" in cap.err
@@ -154,6 +159,7 @@ def test_mingru_keys_quick(capsys):
 
 
 def test_table_output(capsys):
+    # --batch, the old spelling: argparse accepts it as an abbreviation of --batch-size
     assert bench.main(["--only", "numpy/rnn", "--batch", "2", "--seq-len", "2", "--units", "3", "--repeats", "1"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("B=2 T=2 H=3 V=80") and "numpy/rnn_gflops / gemm_gflops" in out
@@ -162,12 +168,95 @@ def test_table_output(capsys):
         json.loads(out)
 
 
-def test_blas_threads_restores():
+def test_blas_threads_policy_restores():
+    "`blas_threads()` applies the policy (one thread) and restores the count before it, even on an exception."
     before = bench.blas_info()["threads"]
-    if before is None: pytest.skip("NumPy's OpenBLAS not found: thread count unknown")
-    with bench.blas_threads(1):
+    if before is None: pytest.skip("no BLAS found by threadpoolctl: thread count unknown")
+    with bench.blas_threads():
+        assert bench.blas_info()["threads"] == bench.BLAS_THREADS == 1
+        with bench.blas_threads(2): assert bench.blas_info()["threads"] == 2
         assert bench.blas_info()["threads"] == 1
     assert bench.blas_info()["threads"] == before
+    with pytest.raises(KeyError):
+        with bench.blas_threads(1): raise KeyError("inside")
+    assert bench.blas_info()["threads"] == before
+
+
+def _exited(pid):
+    "True once process `pid` has ended (gone, or a zombie its parent has not reaped yet)."
+    try: return Path(f"/proc/{pid}/status").read_text().split("State:")[1].split()[0] in ("Z", "X")
+    except (FileNotFoundError, IndexError): return True
+
+
+def _wait_exited(pids, seconds=5.0):
+    end = time.monotonic() + seconds
+    while time.monotonic() < end and not all(_exited(p) for p in pids): time.sleep(0.05)
+    return all(_exited(p) for p in pids)
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads process states from /proc")
+def test_busy_load_leaves_no_process():
+    """The busy processes run inside the block and are ended when it exits, normally or by an exception; each ends
+    itself after its time, and when the process that started them dies."""
+    with bench.busy_load(2) as pids:
+        assert len(pids) == 2 and not any(_exited(p) for p in pids)
+    assert all(_exited(p) for p in pids)
+    with pytest.raises(RuntimeError, match="inside"):
+        with bench.busy_load(1) as pids:
+            raise RuntimeError("inside")
+    assert all(_exited(p) for p in pids)
+    with bench.busy_load(0) as pids: assert pids == []
+    with bench.busy_load(1, seconds=0.3) as pids:  # bounded: gone after its time, before the block ends
+        assert _wait_exited(pids)
+    code = ("import os, time, rnn_tutorial.bench as b\n"
+            "with b.busy_load(1) as pids:\n"
+            "    print(pids[0], flush=True); os.kill(os.getpid(), 9)")  # killed: no finally runs
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == -9 and _wait_exited([int(proc.stdout)]), "a busy process outlived its parent"
+    for bad, msg in (({"n": -1}, "n must be an integer >= 0, got -1"), ({"n": 1, "seconds": 0}, "seconds")):
+        with pytest.raises(ValueError, match=msg):
+            with bench.busy_load(**bad): pass
+
+
+def test_busy_run_reports_both(capsys):
+    "`--busy 1`: the quiet figures, then the busy ones with busy / quiet for every implementation; no process left."
+    before = set(os.listdir("/proc")) if Path("/proc").exists() else set()
+    assert bench.main(["--json", "--only", "numpy/rnn,numpy/lstm", "--batch-size", "2", "--seq-len", "3", "--units",
+                       "4", "--repeats", "1", "--warmup", "0", "--busy", "1"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    check_schema(result, ["numpy/rnn", "numpy/lstm"])
+    (entry,) = result["busy"]
+    assert entry["processes"] == 1 and list(entry["tokens_per_s"]) == ["numpy/rnn", "numpy/lstm"]
+    for k, v in entry["tokens_per_s"].items():
+        assert v > 0 and entry["busy_over_quiet"][k] == pytest.approx(v / result["tokens_per_s"][k])
+        assert entry["targets"][f"{k} busy / quiet"]["met"] == (entry["busy_over_quiet"][k] >= 0.8)
+    assert "--busy 1" in result["command"]
+    table = bench.format_table(result)
+    assert "beside 1 busy process(es)" in table
+    if before:
+        children = [p for p in set(os.listdir("/proc")) - before if p.isdigit()
+                    and Path(f"/proc/{p}/stat").exists() and f" {os.getpid()} " in Path(f"/proc/{p}/stat").read_text()]
+        assert not [p for p in children if not _exited(int(p))], "a busy process was left running"
+
+
+def test_busy_counts_parse():
+    assert bench._busy_counts("1,2") == [1, 2]
+    assert bench._busy_counts("auto") == [bench._usable_cpus()]
+    assert bench.make_parser().parse_args(["--busy"]).busy == [bench._usable_cpus()]
+    assert bench.make_parser().parse_args([]).busy is None
+
+
+def test_backend_speeds():
+    "Both backends' tokens/s at tiny sizes within the budget, and which is faster; bad sizes named."
+    t0 = time.perf_counter()
+    s = bench.backend_speeds(0.4, kind="rnn", batch=2, seq_len=3, units=4, vocab=5)
+    assert time.perf_counter() - t0 < 60
+    assert s["numpy"] > 0 and s["tf"] > 0 and s["faster"] == max(("numpy", "tf"), key=s.get)
+    assert s["ratio"] == pytest.approx(s["numpy"] / s["tf"]) and (s["batch"], s["seq_len"]) == (2, 3)
+    for bad, msg in (({"kind": "elman"}, "kind must be one of"), ({"units": 0}, "units must be an integer >= 1"),
+                     ({"seconds": -1}, "seconds")):
+        with pytest.raises(ValueError, match=msg):
+            bench.backend_speeds(**bad)
 
 
 def test_numpy_steps_train_the_same_task():
@@ -236,7 +325,7 @@ def test_sizes_are_checked_with_the_argument_named():
                        "repeats must be an integer >= 1"),
                       (lambda: bench.run_benchmark(only="numpy/rnn", warmup=-1),
                        "warmup must be an integer >= 0, got -1"),
-                      (lambda: bench.set_blas_threads(1.5), "threads must be an integer >= 1, got 1.5"),
+                      (lambda: bench.blas_threads(1.5).__enter__(), "threads must be an integer >= 1, got 1.5"),
                       (lambda: bench.make_step("numpy/rnn", 0, 5), "units must be an integer >= 1, got 0")):
         with pytest.raises(ValueError, match=msg):
             call()
