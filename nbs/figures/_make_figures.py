@@ -21,15 +21,18 @@ STATE, STATE_BG = "#c05800", "#fdebd9"  # hidden states, cells
 OUTPUT, OUTPUT_BG = "#1e7a3c", "#e1f3e6"  # outputs, losses, predictions
 GATE, GATE_BG = "#6a3d9a", "#efe6f7"  # weights, gates, attention
 GRAD = "#c62828"  # gradients, pruned or forbidden moves
-# One scale of font sizes.
-TITLE, BODY, SMALL = 17, 15, 12.5
+# One scale of font sizes. The docs site shows a figure at most ~925 px wide (body and margin column, nbs/styles.css,
+# in a 1280 px window): 15-unit text with 12-unit sub- and superscripts in a figure at most 980 units wide shows at
+# 11 px or more there. Keep figures at most 980 units wide and no text smaller than SMALL * SUB.
+TITLE, BODY, SMALL = 19, 17, 15
 FONT = "sans-serif"
+SUB = 0.8  # sub- and superscripts, as a share of their text's size
 
 
 def _markup(s: str, size: float) -> str:
     "Turn `a_b`, `a_{bc}`, `a^b`, `a^{bc}` into tspans shifted down or up; `\\_` is a literal underscore."
     out, i, shift = [], 0, 0.0
-    small = round(size * 0.72, 1)
+    small = round(size * SUB, 1)
     while i < len(s):
         c = s[i]
         if c == "\\" and i + 1 < len(s) and s[i + 1] in "_^":
@@ -175,10 +178,10 @@ def rnn_unrolled():
     s.path("M155,175 C215,175 215,130 180,118 C150,108 128,125 128,156", STATE, 1.8)
     s.text(215, 112, "h_{t\u22121}", SMALL, colour=STATE)
     s.text(110, 360, "folded", SMALL, colour=GREY)
-    s.text(250, 200, "=", 28, colour=GREY)
+    s.text(234, 200, "=", 28, colour=GREY)
     # Unrolled.
     xs = [390, 530, 670, 810]
-    h0 = dot(300, 190, 22)
+    h0 = dot(276, 190, 22)
     s.node(h0, "white", STATE, "h_0", dash="4 3")
     prev = h0
     for t, cx in enumerate(xs, 1):
@@ -235,8 +238,8 @@ def io_patterns():
     for x, y, name, ex, ch in heads:
         s.rect(x, y, 280, 270, "white", LIGHT, rx=10)
         s.text(x + 140, y + 26, name, BODY, weight="bold")
-        s.text(x + 140, y + 232, ex, SMALL)
-        s.text(x + 140, y + 252, ch, SMALL, colour=GREY)
+        s.text(x + 140, y + 230, ex, SMALL)
+        s.text(x + 140, y + 253, ch, SMALL, colour=GREY)
     _pattern(s, 76, 175, 4, ins=[0], outs=[0, 1, 2, 3], fed=[1, 2, 3])
     _pattern(s, 396, 175, 4, ins=[0, 1, 2, 3], outs=[3])
     _pattern(s, 716, 175, 4, ins=[0, 1, 2, 3], outs=[0, 1, 2, 3])
@@ -247,7 +250,7 @@ def io_patterns():
     s.text(164, 560, "the encoder reads the source", SMALL, colour=GATE)
     s.text(444, 560, "the decoder writes the target", SMALL, colour=STATE)
     s.line(304, 420, 304, 540, GREY, 1, arrow=False, dash="4 3")
-    s.text(310, 586, "translation: \u201c3 Mar 2021\u201d \u2192 \u201c2021-03-03\u201d (lengths differ)", SMALL)
+    s.text(310, 584, "translation: \u201c3 Mar 2021\u201d \u2192 \u201c2021-03-03\u201d (lengths differ)", SMALL)
     s.text(310, 606, "chapter 10", SMALL, colour=GREY)
     # CTC.
     s.rect(620, 330, 320, 290, "white", LIGHT, rx=10)
@@ -256,7 +259,7 @@ def io_patterns():
     for c, sym in zip(cells, ["3", "3", "\u2205", "1", "\u2205"]):
         s.text(c.x, 407 + 0.35 * SMALL, sym, SMALL, colour=OUTPUT, weight="bold")
     s.text(780, 385, "collapse: 3 3 \u2205 1 \u2205 \u2192 31", SMALL, colour=OUTPUT)
-    s.text(780, 586, "speech: audio frames \u2192 digits", SMALL)
+    s.text(780, 584, "speech: audio frames \u2192 digits", SMALL)
     s.text(780, 606, "a digit or blank \u2205 per step; chapter 12", SMALL, colour=GREY)
     # Legend.
     items = [(INPUT_BG, INPUT, None, "input"), (STATE_BG, STATE, None, "recurrent state"),
@@ -309,8 +312,8 @@ def stacked_bidirectional():
         s.connect(xi, f, INPUT)
         s.path(f"M{cx - 8:.1f},{360:.1f} C{cx - 45:.1f},{330:.1f} {cx - 45:.1f},{250:.1f} {cx - 31:.1f},{222:.1f}",
                INPUT, 1.4)
-        o = box(cx, 85, 86, 36)
-        s.node(o, OUTPUT_BG, OUTPUT, f"[h^{{fw}}_{k + 1}; h^{{bw}}_{k + 1}]", SMALL - 1)
+        o = box(cx, 85, 94, 36)
+        s.node(o, OUTPUT_BG, OUTPUT, f"[h^{{fw}}_{k + 1}; h^{{bw}}_{k + 1}]", SMALL)
         s.path(f"M{cx + 20:.1f},{270:.1f} C{cx + 48:.1f},{240:.1f} {cx + 48:.1f},{140:.1f} {cx + 12:.1f},{105:.1f}",
                STATE, 1.4)
         s.connect(b, o, GATE, 1.4)
@@ -342,9 +345,11 @@ def bptt_graph():
         s.node(n["L"], OUTPUT_BG, OUTPUT, f"L_{{{c}}}", SMALL)
         for a, b in (("x", "a"), ("a", "h"), ("h", "y"), ("y", "L")):
             s.connect(n[a], n[b])
-        s.text(cx - 30, (rows["x"] + rows["a"]) / 2 + 5, "W_{xh}", SMALL, anchor="end", colour=GATE)
-        s.text(cx - 30, (rows["a"] + rows["h"]) / 2 + 30, "\u03c6", SMALL, anchor="end", colour=GATE)
-        s.text(cx - 30, (rows["h"] + rows["y"]) / 2 + 5, "W_{hy}", SMALL, anchor="end", colour=GATE)
+        # The labels of the last column go on its right, clear of the gradient path into h_t.
+        lx, side = (cx + 30, "start") if c == "t+1" else (cx - 30, "end")
+        s.text(lx, (rows["x"] + rows["a"]) / 2 + 5, "W_{xh}", SMALL, anchor=side, colour=GATE)
+        s.text(lx, (rows["a"] + rows["h"]) / 2 + 30, "\u03c6", SMALL, anchor=side, colour=GATE)
+        s.text(lx, (rows["h"] + rows["y"]) / 2 + 5, "W_{hy}", SMALL, anchor=side, colour=GATE)
     for a, b in (("t\u22121", "t"), ("t", "t+1")):
         s.connect(nodes[a]["h"], nodes[b]["a"], STATE, 1.8)
         s.text((cols[a] + cols[b]) / 2 + 10, (rows["h"] + rows["a"]) / 2 + 30, "W_{hh}", SMALL, colour=GATE)
@@ -363,9 +368,9 @@ def bptt_graph():
                dash=dash)
 
     back(nn["a"], n["h"], 2.4)
-    s.text(650, 228, "\u2461 \u03b4a_{t+1} W_{hh}^{\u22a4}", BODY, colour=GRAD, weight="bold")
+    s.text(660, 222, "\u2461 \u03b4a_{t+1} W_{hh}^{\u22a4}", BODY, colour=GRAD, weight="bold")
     back(n["a"], p["h"], 1.4, dash="5 4")
-    s.text(340, 236, "\u03b4a_t W_{hh}^{\u22a4}: on to h_{t\u22121}", SMALL, colour=GRAD)
+    s.text(312, 232, "\u03b4a_t W_{hh}^{\u22a4}: on to h_{t\u22121}", SMALL, colour=GRAD)
     s.path(f"M{n['h'].x + 12:.1f},{n['h'].y + 30:.1f} L{n['a'].x + 12:.1f},{n['a'].y - 30:.1f}", GRAD, 1.4,
            dash="5 4")
     s.text(n["a"].x + 22, rows["a"] - 45, "\u03b4a_t", SMALL, anchor="start", colour=GRAD)
@@ -394,10 +399,10 @@ def _stage(s, x, y, w, h, number, text):
 
 def _bus(s, lines, y=455, x0=150, x1=900):
     "The box at the bottom of a cell diagram: the one input product and one recurrent product of every gate."
-    h = 22 + 18 * len(lines)
+    h = 20 + 23 * len(lines)
     s.rect(x0, y - h / 2, x1 - x0, h, GATE_BG, GATE, rx=8, width=1.3)
     for k, text in enumerate(lines):
-        s.text((x0 + x1) / 2, y - h / 2 + 26 + 18 * k, text, SMALL, colour=GATE)
+        s.text((x0 + x1) / 2, y - h / 2 + 28 + 23 * k, text, SMALL, colour=GATE)
     s.path(f"M70,{y} L{x0 - 2},{y}", STATE, 1.8)
     s.text(30, y + 5, "h_{t\u22121}", BODY, anchor="start", colour=STATE)
     xin = dot(100, 540, 20)
@@ -439,7 +444,7 @@ def lstm_cell():
     s.text(gi.x - 8, 260, "i_t", BODY, anchor="end", colour=GATE)
     s.text(gg.x + 8, 260, "g_t", BODY, anchor="start", colour=GATE)
     s.path(f"M{mul_i.x},{mul_i.y - 16} L{mul_i.x},150 L{add.x},150 L{add.x},{add.y + 17}", STATE, 1.6)
-    s.text(mul_i.x + 10, 145, "i_t \u2299 g_t", SMALL, anchor="start", colour=STATE)
+    s.text(mul_i.x + 10, 142, "i_t \u2299 g_t", SMALL, anchor="start", colour=STATE)
     tanh_c = box(820, 200, 58, 30)
     s.node(tanh_c, STATE_BG, STATE, "tanh", SMALL)
     mul_o = dot(820, 270, 15)

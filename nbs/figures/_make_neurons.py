@@ -31,7 +31,7 @@ def neurons_pipeline():
         s.text(x0 + len(vals) * cw + 8, y + 18, name, SMALL, anchor="start", colour=OUTPUT)
     # 3. the LSTM's states: N x H
     s.text(400, 40, "3. the LSTM's cell states", BODY, anchor="start", weight="bold")
-    gx, gy, n_units = 400, 70, 9
+    gx, gy, n_units = 440, 70, 9
     shade = [[0.1, 0.2, 0.9, 0.9, 0.2, 0.1, 0.1, 0.1, 0.2, 0.1, 0.1],
              [0.3, 0.5, 0.4, 0.6, 0.2, 0.5, 0.3, 0.4, 0.6, 0.3, 0.5]]
     for j in range(n_units):
@@ -42,17 +42,17 @@ def neurons_pipeline():
         s.text(gx - 6, gy + j * 22 + 15, f"unit {j}", SMALL, anchor="end", colour=STATE if j == 2 else GREY)
     s.rect(gx - 2, gy + 2 * 22 - 1, len(chars) * cw + 4, 24, "none", STATE, rx=3, width=2)
     s.text(gx + len(chars) * cw / 2, gy + n_units * 22 + 20,
-           "one row per unit (H of them), one column per character (N)", SMALL, colour=STATE)
+           "one row per unit (H), one column per character (N)", SMALL, colour=STATE)
     # 4. correlation of every unit with every property
-    s.text(690, 40, "4. Pearson r of each unit", BODY, anchor="start", weight="bold")
-    s.text(690, 62, "with each property", BODY, anchor="start", weight="bold")
+    s.text(700, 40, "4. Pearson r of each unit", BODY, anchor="start", weight="bold")
+    s.text(700, 62, "with each property", BODY, anchor="start", weight="bold")
     rs = [0.05, -0.12, 0.93, 0.21, -0.08, 0.15, 0.02, -0.30, 0.11]
     for j, r in enumerate(rs):
         y = gy + j * 22
-        s.rect(760, y + 4, 150 * abs(r), 14, GATE_BG if j != 2 else GATE, GATE, rx=2, width=1)
-        s.text(750, y + 15, f"{r:+.2f}".replace("-", "\u2212"), SMALL, anchor="end", colour=GATE)
-    s.text(800, gy + n_units * 22 + 20, "r with \u201cin quote\u201d", SMALL, colour=GATE)
-    s.line(gx + len(chars) * cw + 10, gy + 2 * 22 + 11, 700, gy + 2 * 22 + 11, GREY, 1.2)
+        s.rect(770, y + 4, 150 * abs(r), 14, GATE_BG if j != 2 else GATE, GATE, rx=2, width=1)
+        s.text(760, y + 15, f"{r:+.2f}".replace("-", "\u2212"), SMALL, anchor="end", colour=GATE)
+    s.text(810, gy + n_units * 22 + 20, "r with \u201cin quote\u201d", SMALL, colour=GATE)
+    s.line(gx + len(chars) * cw + 10, gy + 2 * 22 + 11, 712, gy + 2 * 22 + 11, GREY, 1.2)
     # 5. selection and confirmation
     s.rect(30, 300, 900, 80, "white", LIGHT, rx=10)
     s.text(50, 326,
