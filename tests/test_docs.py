@@ -36,6 +36,7 @@ CONTRACT_FIGURES = (
     "gru_cell.svg", "seq2seq_attention.svg", "beam_search_tree.svg", "ctc_lattice.svg",
 )
 SVG_NS = "{http://www.w3.org/2000/svg}"
+MIN_FIGURE_TEXT_PX = 11  # a diagram's smallest text, sub- and superscripts included, in a 1280 px wide window
 XLINK_HREF = "{http://www.w3.org/1999/xlink}href"
 
 
@@ -162,6 +163,15 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
+def svg_text_sizes(svg: Path) -> tuple:
+    "A figure's viewBox width and its smallest font size (of any <text> or <tspan>), both in the figure's units"
+    root = ET.parse(svg).getroot()
+    width = float(root.get("viewBox").replace(",", " ").split()[2])
+    sizes = [float(e.get("font-size")) for e in root.iter()
+             if e.tag in (f"{SVG_NS}text", f"{SVG_NS}tspan") and e.get("font-size")]
+    return width, min(sizes)
+
+
 def test_pages_in_chromium(site, server):
     "Every page loads in headless Chromium: images decoded, maths typeset by KaTeX, no console errors."
     exe = chromium_path()
@@ -201,6 +211,14 @@ def test_pages_in_chromium(site, server):
                 "img", "els => els.filter(e => !(e.complete && e.naturalWidth > 0)).map(e => e.src.slice(0, 80))")
             if bad_images:
                 problems.append(f"{rel}: images that did not load: {bad_images}")
+            shown = page.eval_on_selector_all(
+                'main img[src$=".svg"]',
+                "els => els.map(e => [e.getAttribute('src'), e.getBoundingClientRect().width])")
+            for src, px in shown:
+                width, smallest = svg_text_sizes((html.parent / unquote(src)).resolve())
+                if smallest * px / width < MIN_FIGURE_TEXT_PX:
+                    problems.append(f"{rel}: {src}'s smallest text shows at {smallest * px / width:.1f} px, "
+                                    f"under {MIN_FIGURE_TEXT_PX} px in a 1280 px window")
             if "katex.min.js" in html.read_text(encoding="utf-8"):
                 page.wait_for_function("() => window.katex !== undefined", timeout=10_000)
                 n_math = page.locator(".katex").count()
