@@ -388,17 +388,28 @@ def _tf():
 def make_trainer(
     data:nt.CharData, # the training data
     s:dict, # from `settings`
+    device:str|None=None, # TensorFlow: "cpu" or "gpu" (None: TensorFlow's choice)
+    distribute:str|None=None, # TensorFlow: "mirrored" or "multi-worker" (`tf_train.make_strategy`), or None
 ) -> nt.TrainerBase: # `numpy_train.Trainer` or `tf_train.TFTrainer`
     "The trainer of a run's settings, either backend, with the same arguments (`train_run` evaluates held-out text)"
     V = len(data.vocab)
     args = dict(batch_size=s["batch_size"], seq_len=s["seq_len"], clip_norm=s["clip"] or None, eval_every=0,
                 seed=s["seed"])
     if s["backend"] == "tf":
+        strategy = None
+        if distribute is not None:  # before TensorFlow's first operation, as MultiWorkerMirroredStrategy needs
+            from rnn_tutorial.tf_train import make_strategy
+            try: strategy = make_strategy(distribute)
+            except (ValueError, RuntimeError) as e: raise CLIError(f"--distribute {distribute}: {e}") from None
         _tf()
-        from rnn_tutorial.tf_rnn import TFAdam
-        from rnn_tutorial.tf_train import TFTrainer, char_model
-        model = char_model(V, s["units"], s["cell"], s["layers"], seed=s["seed"])
-        return TFTrainer(model, data.train, None, TFAdam(s["lr"]), **args)
+        from rnn_tutorial.tf_train import make_tf_trainer
+        try:
+            return make_tf_trainer(V, data.train, None, units=s["units"], cell=s["cell"], layers=s["layers"],
+                                   seed=s["seed"], lr=s["lr"], dropout=s.get("dropout", 0.0), device=device,
+                                   strategy=strategy, **{k: v for k, v in args.items() if k != "seed"})
+        except ValueError as e:
+            if "device" in str(e): raise CLIError(f"--device {device}: {e}") from None
+            raise
     layer = _numpy_layer(s["cell"], s["units"], s["layers"], V, s["seed"])
     model = nt.init_model(V, s["units"], s["seed"], layer=layer)
     return nt.Trainer(model, data.train, None, nt.Adam(s["lr"]), **args)
@@ -411,13 +422,7 @@ def set_params(
     if isinstance(run, nt.Trainer):
         for k, v in flatten_tree(run.model.params).items(): v[...] = flat[k]  # in place: the layers keep their arrays
         return
-    from rnn_tutorial.tf_rnn import to_keras_weights
-    params, model = unflatten_tree(flat), run.model
-    layers = getattr(model, "rnns", None)
-    if layers is None: model.set_params(params)
-    else:
-        for i, r in enumerate(layers): r.set_weights(to_keras_weights(params["rnn"][f"layer{i}"]))
-        model.dense.set_weights(to_keras_weights(params["dense"]))
+    run.model.set_params(unflatten_tree(flat))  # `CharModel` and `StackedCharModel` take a NumPy model's params
 
 def set_lr(run:nt.TrainerBase, lr:float):
     "Set the learning rate of the trainer's optimizer (NumPy's `Adam.lr`, or the Keras optimizer's variable)"
@@ -495,8 +500,11 @@ def settings(
     valid_frac:float=0.1,
     lr_schedule:str="constant", warmup:int=0, # `lr_at`'s schedule
     steps:int|None=None, # the step budget (None: none, with a time budget)
+    dropout:float=0.0, # TensorFlow only: fraction of each recurrent layer's outputs dropped in training
 ) -> dict:
     "Everything that determines a run's numbers, checked: a resumed run must have the same (but `RESUME_MAY_CHANGE`)"
+    if dropout and backend != "tf":
+        raise CLIError(f"--dropout {dropout:g}: the NumPy backend has no dropout: train with --backend tf")
     if lr_schedule != "constant" and steps is None:
         raise CLIError(f"--lr-schedule {lr_schedule} decays over the step total: give --steps "
                        "(with --minutes too, training stops at whichever comes first)")
@@ -523,6 +531,7 @@ def settings(
             "batch_size": batch_size, "lr": lr, "clip": clip, "seed": seed, "eval_every": eval_every,
             "eval_chars": int(data.valid.size) if eval_chars is None else min(eval_chars, int(data.valid.size)),
             "valid_frac": valid_frac, "lr_schedule": lr_schedule, "warmup": warmup, "steps": steps,
+            **({"dropout": dropout} if dropout else {}),
             "data": {"name": data.name, "vocab_size": len(data.vocab), **fingerprints}}
 
 RESUME_MAY_CHANGE = ("lr", "lr_schedule", "warmup", "steps", "eval_every", "eval_chars")  # with a notice each
@@ -742,10 +751,12 @@ def train_run(
     tensorboard:str|None=None, # write TensorBoard scalars into this directory
     init:tuple|None=None, # (flat weights, vocabulary, description, note): start from another model's weights
     notices:list=(), # lines for stderr once the checkpoint is loaded (what --resume changes)
+    device:str|None=None, # TensorFlow: "cpu" or "gpu"
+    distribute:str|None=None, # TensorFlow: "mirrored" or "multi-worker"
 ) -> int: # exit status: 0, or 130/143 when stopped by SIGINT/SIGTERM
     "Train (or resume) a run in `out`, with progress on stderr, checkpoints, and a summary on stdout"
     out, stdout = Path(out), sys.stdout if stdout is None else stdout
-    run = make_trainer(data, s)
+    run = make_trainer(data, s, device, distribute)
     V = len(data.vocab)
     best, init_info, rows, seconds_before = None, None, [], 0.0
     if resume:
@@ -932,17 +943,25 @@ def cmd_train(args) -> int:
         cell, units, layers = cfg["cell"], cfg["units"], cfg["layers"]
         init = (flatten_tree(model.params), base, {"model": str(args.init_from), "weights": which,
                                                    "vocab_size": len(base)}, note)
+    for flag, value in (("--device", args.device), ("--distribute", args.distribute)):
+        if value is not None and args.backend != "tf":
+            raise CLIError(f"{flag} {value}: it places TensorFlow's work: train with --backend tf")
+    if args.device is not None and args.distribute is not None:
+        raise CLIError(f"--device {args.device}: --distribute {args.distribute} places the work on its own devices: "
+                       "give one of them")
     if args.early_stop and not args.eval_every:
         raise CLIError(f"--early-stop {args.early_stop} counts periodic evaluations: --eval-every must be > 0")
     vocab = _resume_vocab(out) if args.resume else None
     data = _load_data(args.text, args.corpus, args.valid_frac, base, vocab)
     steps = 1000 if args.steps is None and args.minutes is None else args.steps
     s = settings(data, args.backend, cell, units, layers, args.seq_len, args.batch_size, args.lr, args.clip,
-                 args.seed, args.eval_every, args.eval_chars, args.valid_frac, args.lr_schedule, args.warmup, steps)
+                 args.seed, args.eval_every, args.eval_chars, args.valid_frac, args.lr_schedule, args.warmup, steps,
+                 args.dropout)
     notices = _check_out(out, args.resume, args.overwrite, s)
     return train_run(s, data, out, steps, args.minutes, args.checkpoint_every, args.resume, "train",
                      args.progress_every, early_stop=args.early_stop, sample_every=args.sample_every,
-                     tensorboard=args.tensorboard, init=init, notices=notices)
+                     tensorboard=args.tensorboard, init=init, notices=notices, device=args.device,
+                     distribute=args.distribute)
 
 def cmd_demo(args) -> int:
     "demo: train a small TensorFlow model on the default corpus, report it against the baselines, and sample it"
@@ -1085,6 +1104,13 @@ def cmd_bench(argv:list) -> int:
 # %% ../nbs/21_cli.ipynb #52ac6f7e
 DEMO_MINUTES = 2.0
 
+def _fraction(s:str) -> float:
+    "An argparse type: a number in [0, 1)"
+    try: v = float(s)
+    except ValueError: v = math.nan
+    if not 0 <= v < 1: raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {_short(s)}")
+    return v
+
 def _path(s:str) -> str:
     "An argparse type: a path, not empty and without NUL characters"
     if not s or "\0" in s: raise argparse.ArgumentTypeError(f"expected a path, got {_short(s)}")
@@ -1178,6 +1204,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=("numpy", "tf"), default="tf", help="NumPy from scratch, or TensorFlow")
     _model_options(p)
     p.add_argument("--layers", type=_int_at_least(1), default=1, action=_Given, help="stacked recurrent layers")
+    p.add_argument("--dropout", metavar="P", type=_fraction, default=0.0,
+                   help="TensorFlow: drop this fraction of each recurrent layer's outputs in training (0: none)")
+    p.add_argument("--device", choices=("cpu", "gpu"),
+                   help="TensorFlow: train on the CPU or the GPU (default: TensorFlow's choice)")
+    p.add_argument("--distribute", choices=("mirrored", "multi-worker"),
+                   help="TensorFlow: mirrored: over every visible device of this machine; multi-worker: over the "
+                   "machines TF_CONFIG describes (run the same command on each)")
     p.add_argument("--size", choices=SIZES, help="a preset of --units and --layers (either given explicitly wins): "
                    + "; ".join(f"{k} {h} units x {n} layer(s), {count_params('lstm', h, n, 100):,} parameters"
                                for k, (h, n) in SIZES.items()) + " (an LSTM over 100 characters)")

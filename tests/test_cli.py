@@ -834,3 +834,43 @@ def test_size_presets(work, capsys):
          "--seq-len", "8", "--steps", "1", "--eval-every", "0", "--out", "small"], work)
     cfg = json.loads((work / "small" / "config.json").read_text())
     assert (cfg["units"], cfg["layers"]) == (128, 2)
+
+
+def test_tf_options_refused_where_they_do_not_apply(work):
+    for args, message in ((["--backend", "numpy", "--dropout", "0.2"], "--dropout 0.2: the NumPy backend has no "
+                                                                       "dropout: train with --backend tf"),
+                          (["--backend", "numpy", "--device", "cpu"], "--device cpu: it places TensorFlow's work"),
+                          (["--backend", "numpy", "--distribute", "mirrored"], "--distribute mirrored: it places"),
+                          (["--device", "cpu", "--distribute", "mirrored"], "give one of them"),
+                          (["--dropout", "1"], "argument --dropout: expected a number in [0, 1), got '1'")):
+        p = run(["train", "--text", "text.txt", *TINY, *args, "--out", "never"], work, expect=2)
+        assert_error_line(p.stderr)
+        assert message in p.stderr, p.stderr
+    assert not (work / "never").exists()
+
+
+@pytest.mark.skipif(bool(os.environ.get("CUDA_VISIBLE_DEVICES")), reason="a GPU may be visible")
+def test_device_gpu_without_a_gpu_is_one_line(work):
+    from rnn_tutorial.tf_setup import gpu_details
+    if gpu_details(): pytest.skip("a GPU is visible")
+    p = run(["train", "--text", "text.txt", *TINY, "--device", "gpu", "--steps", "2", "--out", "never"], work,
+            expect=2)
+    assert_error_line(p.stderr)
+    assert "--device gpu: device 'gpu' was asked for, but none is visible" in p.stderr
+
+
+def test_dropout_and_mirrored_train_and_resume_exactly(work):
+    "TensorFlow with --dropout, and with --distribute mirrored: 10 steps then 10 resumed give a straight 20's weights"
+    for name, extra in (("dropout", ["--dropout", "0.3", "--device", "cpu"]),
+                        ("mirrored", ["--distribute", "mirrored"])):
+        args = ["train", "--text", "text.txt", "--backend", "tf", *TINY, *extra]
+        run([*args, "--steps", "20", "--out", f"{name}-straight"], work)
+        run([*args, "--steps", "10", "--out", f"{name}-cut"], work)
+        run([*args, "--steps", "20", "--out", f"{name}-cut", "--resume"], work)
+        a, b = np.load(work / f"{name}-straight" / "weights.npz"), np.load(work / f"{name}-cut" / "weights.npz")
+        assert all(np.array_equal(a[k], b[k]) for k in a.files), name
+    cfg = json.loads((work / "dropout-straight" / "config.json").read_text())
+    assert cfg["settings"]["dropout"] == 0.3
+    p = run(["train", "--text", "text.txt", "--backend", "tf", *TINY, "--dropout", "0.1", "--steps", "30",
+             "--out", "dropout-cut", "--resume"], work, expect=2)
+    assert "--dropout is 0.1 here, 0.3 in the checkpoint" in p.stderr

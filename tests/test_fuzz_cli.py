@@ -66,11 +66,13 @@ VALUES = {"--text": PATHS, "--out": PATHS, "--model": PATHS,
           "--weights": st.sampled_from(["best", "last", "first", ""]),
           "--unknown": st.sampled_from(["replace", "refuse", "ignore"]),
           "--lr-schedule": st.sampled_from(["constant", "cosine", "step", "linear"]),
-          "--size": st.sampled_from(["small", "medium", "large", "huge"])}
+          "--size": st.sampled_from(["small", "medium", "large", "huge"]),
+          "--device": st.sampled_from(["cpu", "gpu", "tpu"]),
+          "--distribute": st.sampled_from(["mirrored", "multi-worker", "ring"])}
 NUMBER_FLAGS = ["--valid-frac", "--units", "--seq-len", "--batch-size", "--lr", "--seed", "--layers", "--steps",
                 "--minutes", "--clip", "--eval-every", "--eval-chars", "--checkpoint-every", "--progress-every",
                 "--length", "--temperature", "--top-k", "--beam", "--early-stop", "--warmup", "--sample-every",
-                "--num-samples"]
+                "--num-samples", "--dropout"]
 FLAGS = sorted([*VALUES, *NUMBER_FLAGS])
 
 
