@@ -757,6 +757,8 @@ def train_run(
     "Train (or resume) a run in `out`, with progress on stderr, checkpoints, and a summary on stdout"
     out, stdout = Path(out), sys.stdout if stdout is None else stdout
     run = make_trainer(data, s, device, distribute)
+    chief = getattr(run, "is_chief", True)  # with --distribute multi-worker only the chief writes --out
+    save = _save_run if chief else lambda *args, **kwargs: None
     V = len(data.vocab)
     best, init_info, rows, seconds_before = None, None, [], 0.0
     if resume:
@@ -851,7 +853,7 @@ def train_run(
                               f"the best weights are those of step {best['step']}")
                 break
             if checkpoint_every and run.step % checkpoint_every == 0 and stop.signum is None:
-                _save_run(run, out, config, data.vocab, {"log.csv": csv_writer}, first=first, best=best)
+                save(run, out, config, data.vocab, {"log.csv": csv_writer}, first=first, best=best)
                 if writer is not None: writer.flush()
                 first = False
         progress.close()
@@ -873,7 +875,7 @@ def train_run(
             p, run.log, uniform, unigram, title, f"held-out ({label})",
             None if final is None else (run.step, final, n_valid),
             None if final_best is None else (best["step"], final_best)), "log.csv": csv_writer}
-        _save_run(run, out, config, data.vocab, plot, first=first, best=best)
+        save(run, out, config, data.vocab, plot, first=first, best=best)
         if writer is not None: writer.close()
         if stop.signum is not None:
             name, code = ("SIGINT", EXIT_SIGINT) if stop.signum == signal.SIGINT else ("SIGTERM", EXIT_SIGTERM)
@@ -888,6 +890,9 @@ def train_run(
     if best is not None:
         summary.update({"best_step": best["step"], "best_valid_loss_nats": final_best,
                         "best_valid_bits_per_char": nt.bits(final_best)})
+    if not chief:
+        print(f"worker of a multi-worker run: trained {run.step} steps; the chief writes the model", file=stdout)
+        return 0
     write_json(out / "summary.json", summary)
     print(f"trained a {s['cell']} ({s['backend']}, {s['layers']} x {s['units']} units) on {data.name} "
           f"for {run.step} steps "

@@ -874,3 +874,22 @@ def test_dropout_and_mirrored_train_and_resume_exactly(work):
     p = run(["train", "--text", "text.txt", "--backend", "tf", *TINY, "--dropout", "0.1", "--steps", "30",
              "--out", "dropout-cut", "--resume"], work, expect=2)
     assert "--dropout is 0.1 here, 0.3 in the checkpoint" in p.stderr
+
+
+def test_multi_worker_two_processes_on_localhost(work):
+    "--distribute multi-worker: the same command in two processes with TF_CONFIG; the chief alone writes --out, \
+and both resume from its checkpoint"
+    from rnn_tutorial.keras_layers import free_port, tf_config
+    workers = [f"127.0.0.1:{free_port()}" for _ in range(2)]
+    args = ["train", "--text", "text.txt", "--backend", "tf", *TINY, "--distribute", "multi-worker", "--out", "mw"]
+    for steps, resume in ((10, []), (20, ["--resume"])):
+        procs = [subprocess.Popen([*CLI, *args, "--steps", str(steps), *resume], cwd=work, text=True,
+                                  env={**ENV, "TF_CONFIG": tf_config(workers, i)}, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE) for i in range(2)]
+        try: outs = [p.communicate(timeout=300) for p in procs]
+        finally:
+            for p in procs:
+                if p.poll() is None: p.kill(), p.wait()
+        assert [p.returncode for p in procs] == [0, 0], [e[-2000:] for _, e in outs]
+        assert "saved in mw/" in outs[0][0] and "the chief writes the model" in outs[1][0], outs
+        assert json.loads((work / "mw" / "config.json").read_text())["steps_done"] == steps
