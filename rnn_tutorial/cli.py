@@ -800,6 +800,8 @@ def train_run(
                   f"{data.name}: {data.train.size:,} training and {data.valid.size:,} held-out characters, "
                   f"vocabulary of {V}" + (f"; from the weights of {init_info['model']}" if init and init_info else ""))
     label = _valid_label(s, int(data.valid.size))
+    short = (f"all {data.valid.size:,} held-out chars" if s["eval_chars"] >= data.valid.size
+             else f"{s['eval_chars']:,} held-out chars in {EVAL_STREAMS} pieces")  # what each held-out line is on
     if s["eval_every"]: progress.line(f"held-out loss every {s['eval_every']} steps on {label}")
     writer = None
     if tensorboard:  # `tf.summary.write` with the scalars plugin's marker: `tf.summary.scalar` needs TensorBoard
@@ -839,8 +841,8 @@ def train_run(
                 if new:
                     best = {"step": run.step, "valid_loss_nats": valid,
                             "weights": {k: np.array(v) for k, v in flatten_tree(run.model.params).items()}}
-                progress.line(f"step {run.step}: held-out loss {valid:.3f} nats = {nt.bits(valid):.3f} bits/char"
-                              f"{' (new best)' if new else ''}")
+                progress.line(f"step {run.step}: held-out loss {valid:.3f} nats = {nt.bits(valid):.3f} bits/char "
+                              f"on {short}{' (new best)' if new else ''}")
                 stopped_early = bool(early_stop) and since_best() >= early_stop
             rows.append([run.step, loss, norm, valid, lr, round(seconds_before + time.monotonic() - t0, 3)])
             scalars(run.step, loss=loss, grad_norm=norm, lr=lr, **({} if valid is None else {"valid_loss": valid}))
