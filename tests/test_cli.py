@@ -211,7 +211,7 @@ BAD = {  # arguments -> what the one-line message must contain
                              "argument --seed: expected an integer in [0, 4294967295], got '4294967296'"),
     # impossible sizes: refused with the estimate, before anything is allocated
     "huge units": (["train", "--text", "text.txt", "--backend", "numpy", "--units", "1000000"],
-                   "--units 1000000, --layers 1, --batch-size 64 and --seq-len 100: training a lstm"),
+                   "--units 1000000, --layers 1, --batch-size 64 and --seq-len 100: training a gru"),
     "huge layers": (["train", "--text", "text.txt", "--units", "4096", "--layers", "2000"], "GiB of memory available"),
     "huge beam": (["generate", "--model", "np", "--beam", "1000000000"], "--beam 1000000000 with --length 500 needs"),
     # hostile or damaged model directories
@@ -306,7 +306,7 @@ function of the step)"
     steps = 120
     args = ["train", "--text", "text.txt", "--backend", backend, "--cell", "lstm", "--units", "48",
             "--batch-size", "16", "--seq-len", "32",
-            "--steps", steps, "--eval-every", "25", "--checkpoint-every", "10", *schedule]
+            "--steps", steps, "--eval-every", "25", "--checkpoint-every", "10", "--lr", "2e-3", *schedule]
     full, cut = work / f"{backend}-full", work / f"{backend}-cut"
     run([*args, "--out", full.name], work)
     proc = _interrupt(args, cut, work)
@@ -355,11 +355,14 @@ def test_info(work):
     keys = {"rnn_tutorial", "python", "tensorflow", "keras", "gpus", "cudnn_for_keras_lstm_gru", "mixed_precision",
             "xla"}
     assert keys <= set(info)
+    speeds = info["backend_speeds"]
+    assert speeds["numpy_tokens_per_second"] > 0 < speeds["tf_tokens_per_second"]
+    assert speeds["faster"] == max(("numpy", "tf"), key=lambda b: speeds[f"{b}_tokens_per_second"])
     if not info["gpus"]: assert info["mixed_precision"] is False and info["device"] == "/CPU:0"
 
 
 def test_memory_default_train(work):
-    "`train` with the default sizes (TensorFlow, LSTM 256, 64 x 100) on a 1 MB text stays under 2 GiB resident"
+    "`train` with the default sizes (TensorFlow, GRU 256, 64 x 100) on a 1 MB text stays under 2 GiB resident"
     text = language_reference()
     (work / "big.txt").write_text((text * (1_000_000 // len(text) + 1))[:1_000_000], encoding="utf-8")
     code = ("import resource, subprocess, sys; p = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
@@ -482,7 +485,7 @@ def test_defaults_show_as_typed(capsys):
     _, out, _ = _main(["generate", "--help"], capsys)
     assert "text to start from (default: $'\\n')" in out and "(default: 0)" in out  # --prime's newline; --beam's 0
     _, out, _ = _main(["train", "--help"], capsys)
-    assert "(default: language-reference)" in out and "(default: 0.002)" in out
+    assert "(default: language-reference)" in out and "(default: 0.005)" in out
 
 
 def test_command_hint_is_what_the_user_ran(tmp_path, monkeypatch):
@@ -638,12 +641,12 @@ def test_periodic_evaluations_best_weights_and_resume_changes(work, numpy_model)
              "--eval-chars", "3000", "--out", "more", "--resume"], work)
     notes = [line for line in p.stderr.splitlines() if "--resume:" in line]
     assert notes == ["rnn-tutorial train: --resume: --eval-chars 3000 (it was 12000) from step 61 on",
-                     "rnn-tutorial train: --resume: --lr 0.01 (it was 0.002) from step 61 on",
+                     "rnn-tutorial train: --resume: --lr 0.01 (it was 0.005) from step 61 on",
                      "rnn-tutorial train: --resume: --steps 100 (it was 60) from step 61 on"], p.stderr
     assert "on 3,000 of the 12,000 held-out characters, in 32 evenly spaced pieces" in p.stderr
     assert "best weights (step" in p.stdout and "held-out loss:" in p.stdout
     csv = np.genfromtxt(work / "more" / "log.csv", delimiter=",", names=True)
-    assert len(csv) == 100 and set(csv["lr"][:60]) == {0.002} and set(csv["lr"][60:]) == {0.01}
+    assert len(csv) == 100 and set(csv["lr"][:60]) == {0.005} and set(csv["lr"][60:]) == {0.01}
     assert list(np.flatnonzero(~np.isnan(csv["valid_loss"])) + 1) == [20, 40, 60, 80, 100]
     cfg = json.loads((work / "more" / "config.json").read_text())
     log = [json.loads(line) for line in (work / "more" / "log.jsonl").read_text().splitlines()]
@@ -829,7 +832,7 @@ def test_size_presets(work, capsys):
             assert cli.count_params(cell, 8, layers, 50) == sum(v.size for v in flatten_tree(model.params).values())
     assert cli.main(["train", "--help"]) == 0
     out = " ".join(capsys.readouterr().out.split())
-    assert f"large 512 units x 2 layer(s), {cli.count_params('lstm', 512, 2, 100):,} parameters" in out
+    assert f"large 512 units x 2 layer(s), {cli.count_params('gru', 512, 2, 100):,} parameters" in out
     run(["train", "--text", "text.txt", "--backend", "numpy", "--size", "small", "--layers", "2", "--batch-size", "4",
          "--seq-len", "8", "--steps", "1", "--eval-every", "0", "--out", "small"], work)
     cfg = json.loads((work / "small" / "config.json").read_text())

@@ -37,6 +37,7 @@ def main(argv=None):
     ap.add_argument("--seq-len", type=int, default=100)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--dropout", type=float, default=0.0, help="TensorFlow backend only")
     ap.add_argument("--corpus", default="language-reference", choices=("language-reference", "stdlib-code"))
     ap.add_argument("--marks", default="2,5,10", help="minutes of training at which to evaluate")
     ap.add_argument("--threads", type=int, default=2, help="BLAS and TensorFlow intra-op threads")
@@ -57,7 +58,8 @@ def main(argv=None):
     corpus = load_corpus("language-reference", 0.1) if a.corpus == "language-reference" else \
         split_text(stdlib_code(), "stdlib-code", 0.1)
     data = nt.get_data(corpus)
-    s = settings(data, a.backend, a.cell, a.units, a.layers, a.seq_len, a.batch_size, a.lr, 5.0, 0, 0, 10_000, 0.1)
+    s = settings(data, a.backend, a.cell, a.units, a.layers, a.seq_len, a.batch_size, a.lr, 5.0, 0, 0, 10_000, 0.1,
+                 **({"dropout": a.dropout} if a.dropout else {}))
     run = make_trainer(data, s)
     n_params = sum(int(v.size) for v in nt.flatten_tree(run.model.params).values()) \
         if hasattr(nt, "flatten_tree") else None
@@ -75,7 +77,8 @@ def main(argv=None):
         load.append(os.getloadavg())
         print(json.dumps({"label": a.label, **points[-1]}), file=sys.stderr, flush=True)
     rec = {"label": a.label, "corpus": a.corpus, "backend": a.backend, "cell": a.cell, "units": a.units,
-           "layers": a.layers, "seq_len": a.seq_len, "batch_size": a.batch_size, "lr": a.lr, "threads": a.threads,
+           "layers": a.layers, "dropout": a.dropout, "seq_len": a.seq_len, "batch_size": a.batch_size, "lr": a.lr,
+           "threads": a.threads,
            "parameters": n_params, "vocab_size": len(data.vocab),
            "tokens_per_second": round(run.step * a.batch_size * a.seq_len / trained, 1), "points": points,
            "load_average": load, "cpus": os.cpu_count(), "machine": platform.processor() or platform.machine()}
