@@ -871,6 +871,8 @@ def train_run(
                 set_params(run, best["weights"])
                 final_best = run.evaluate(data.valid).nats
                 set_params(run, last)
+                if final < final_best:  # the last weights, evaluated at the end, beat every periodic best
+                    best, final_best = {"step": run.step, "valid_loss_nats": final, "weights": last}, final
         title = f"{s['cell']} ({s['backend']}), {s['layers']}x{s['units']} units, on {data.name}"
         n_valid = int(data.valid.size - 1)
         plot = {"loss.png": lambda p: plot_loss(
@@ -1166,7 +1168,8 @@ def _model_options(p, cell=DEFAULT_CELL, units=256, seq_len=100, batch_size=64, 
 def _load_options(p):
     "--weights and --unknown, for the commands that read a model and text"
     p.add_argument("--weights", choices=tuple(WEIGHTS), default="best",
-                   help="best: those of the lowest periodic held-out loss (the last ones when the model kept none, "
+                   help="best: those of the lowest held-out loss, periodic or final (the last ones when the model "
+                   "kept none, "
                    "with a note); last: those at the end of training")
     p.add_argument("--unknown", choices=("replace", "refuse"), default="replace",
                    help="characters outside the model's vocabulary: read them as U+FFFD (their number goes to "

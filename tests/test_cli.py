@@ -896,3 +896,14 @@ and both resume from its checkpoint"
         assert [p.returncode for p in procs] == [0, 0], [e[-2000:] for _, e in outs]
         assert "saved in mw/" in outs[0][0] and "the chief writes the model" in outs[1][0], outs
         assert json.loads((work / "mw" / "config.json").read_text())["steps_done"] == steps
+
+
+def test_final_evaluation_can_be_the_best(work):
+    "The evaluation at the end is a candidate too: last weights that beat every periodic best become the best copy"
+    run(["train", "--text", "text.txt", "--backend", "numpy", *TINY[:-2], "--eval-every", "25", "--lr", "0.02",
+         "--steps", "40", "--out", "fin"], work)
+    cfg = json.loads((work / "fin" / "config.json").read_text())
+    summary = json.loads((work / "fin" / "summary.json").read_text())
+    assert cfg["best"]["step"] == 40 and summary["best_valid_loss_nats"] == summary["valid_loss_nats"]
+    a, b = np.load(work / "fin" / "weights.npz"), np.load(work / "fin" / "weights_best.npz")
+    assert sorted(a.files) == sorted(b.files) and all(np.array_equal(a[k], b[k]) for k in a.files)
