@@ -480,12 +480,8 @@ def _load_data(text:str|None, corpus:str, valid_frac:float, base:Vocab|None=None
     "The training and held-out ids of `--text` (a file) or `--corpus` (a built-in name), with clear errors; the \
 vocabulary is `vocab`, or the training text's characters (and `base`'s, when fine-tuning) with the unknown symbol"
     if text is not None:
-        p = Path(text)
-        if not p.exists(): raise CLIError(f"--text: no such file: {text}")
-        if p.is_dir(): raise CLIError(f"--text: {text} is a directory: expected a text file")
-        try: corpus_ = split_text(read_text(p), p.name, valid_frac)
+        try: corpus_ = split_text(_read_file_arg("--text", text), Path(text).name, valid_frac)
         except ValueError as e: raise CLIError(f"--text: {e}") from None
-        except OSError as e: raise CLIError(f"--text: cannot read {text}: {e.strerror or e}") from None
     else:
         try: corpus_ = load_corpus(corpus, valid_frac)
         except (OSError, ValueError) as e: raise CLIError(f"--corpus: {e}") from None
@@ -998,6 +994,7 @@ def _read_file_arg(flag:str, path:str) -> str:
     if p.is_dir(): raise CLIError(f"{flag}: {path} is a directory: expected a text file")
     try: return read_text(p)
     except ValueError as e: raise CLIError(f"{flag}: {e}") from None
+    except OSError as e: raise CLIError(f"{flag}: cannot read {path}: {e.strerror or e}") from None
 
 def _encode(vocab:Vocab, text:str, what:str, policy:str) -> tuple: # (ids, unknown characters, note or None)
     "`text` as ids under the --unknown `policy`: 'replace' reads unseen characters as the unknown symbol (with a note \
