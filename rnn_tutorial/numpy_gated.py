@@ -10,7 +10,8 @@ import numpy as np
 
 from .checks import check_array, check_int
 from .numpy_rnn import (RecurrentLayer, check_inputs, float_dtype,
-                                    glorot_uniform, input_grads, input_projection, orthogonal, time_major)
+                                    WeightGrads, glorot_uniform, input_grads, input_projection, orthogonal,
+                                    time_major, time_major_grads)
 
 # %% ../nbs/03_gated_numpy.ipynb #4823cd48
 def _recurrent_init(rng, units, gates, dtype):
@@ -107,8 +108,7 @@ def lstm_backward(
     x, h0, c0, G, hs, cs, tcs = (cache[k] for k in ("x", "h0", "c0", "gates", "hs", "cs", "tanh_cs"))
     W, U = cache["params"]["kernel"], cache["params"]["recurrent_kernel"]
     (T, B, H), dt = hs.shape, hs.dtype
-    dH = np.zeros_like(hs)  # dL/dh_t|out, then delta h_t, time-major
-    if dhs is not None: dH[:] = check_array("dhs", dhs, (B, T, H)).transpose(1, 0, 2)
+    dH = time_major_grads(dhs, hs)  # dL/dh_t|out, then delta h_t
     dh_next = np.zeros((B, H), dt) if dh_last is None else check_array("dh_last", dh_last, (B, H)).astype(dt)
     dc = np.zeros((B, H), dt) if dc_last is None else check_array("dc_last", dc_last, (B, H)).astype(dt)
     C = np.zeros(4 * H, dt)
@@ -116,6 +116,7 @@ def lstm_backward(
     dZ = np.empty_like(G)  # delta z_t for every step
     UT = np.ascontiguousarray(U.T)
     tmp, d1, d2 = np.empty((B, H), dt), np.empty((B, 4 * H), dt), np.empty((B, 4 * H), dt)
+    grads = WeightGrads(x, W, h0, hs, dZ)
     for t in reversed(range(T)):
         a, dz = G[t], dZ[t]
         i, f, g, o = a[:, :H], a[:, H:2*H], a[:, 2*H:3*H], a[:, 3*H:]
@@ -138,10 +139,9 @@ def lstm_backward(
         d1 *= d2
         dz *= d1  # through the four activations
         np.matmul(dz, UT, out=dh_next)                              # delta h_{t-1} = delta z_t U^T
-    h_prev = np.concatenate([h0[None], hs[:-1]]).reshape(T * B, H)  # h_0 .. h_{T-1}
-    dZ2 = dZ.reshape(T * B, 4 * H)
-    dW, dx = input_grads(x, W, dZ)
-    return {"kernel": dW, "recurrent_kernel": h_prev.T @ dZ2, "bias": dZ2.sum(0)}, dx, dh_next, dc
+        grads.step_done(t)  # steps t .. T-1 are final: their weight-gradient products may start (chapter 01)
+    g = grads.result()
+    return {"kernel": g.kernel, "recurrent_kernel": g.recurrent_kernel, "bias": g.bias}, g.dx, dh_next, dc
 
 # %% ../nbs/03_gated_numpy.ipynb #1bfe2925
 def init_gru_params(
@@ -206,13 +206,14 @@ def gru_backward(
     x, h0, G, hs, UH = (cache[k] for k in ("x", "h0", "gates", "hs", "uh"))
     W, U = cache["params"]["kernel"], cache["params"]["recurrent_kernel"]
     (T, B, H), dt = hs.shape, hs.dtype
-    dH = np.zeros_like(hs)
-    if dhs is not None: dH[:] = check_array("dhs", dhs, (B, T, H)).transpose(1, 0, 2)
+    dH = time_major_grads(dhs, hs)
     dh_next = np.zeros((B, H), dt) if dh_last is None else check_array("dh_last", dh_last, (B, H)).astype(dt)
     dA = np.empty_like(G)  # gradient reaching the recurrent product: [da^z, da^r, du^h]
     dAh = np.empty((T, B, H), dt)  # da^h, the candidate's block of the input projection's gradient
     UT = np.ascontiguousarray(U.T)
     tmp, d1 = np.empty((B, H), dt), np.empty((B, 2 * H), dt)
+    # the kernel's gradient reads [da^z, da^r, da^h], the recurrent kernel's [da^z, da^r, du^h]: two blocks of dX
+    grads = WeightGrads(x, W, h0, hs, dA, blocks=[(dA[..., :2 * H], slice(0, 2 * H)), (dAh, slice(2 * H, None))])
     for t in reversed(range(T)):
         a, da = G[t], dA[t]
         z, r, hh = a[:, :H], a[:, H:2*H], a[:, 2*H:]
@@ -237,12 +238,10 @@ def gru_backward(
         np.matmul(da, UT, out=dh_next)
         np.multiply(dh, z, out=tmp)
         dh_next += tmp  # delta h_{t-1}
-    dX = dA.copy()
-    dX[..., 2 * H:] = dAh  # the input projection's gradient: [da^z, da^r, da^h]
-    h_prev = np.concatenate([h0[None], hs[:-1]]).reshape(T * B, H)
-    dA2, dX2 = dA.reshape(T * B, 3 * H), dX.reshape(T * B, 3 * H)
-    dW, dx = input_grads(x, W, dX)
-    return {"kernel": dW, "recurrent_kernel": h_prev.T @ dA2, "bias": np.stack([dX2.sum(0), dA2.sum(0)])}, dx, dh_next
+        grads.step_done(t)
+    g = grads.result()
+    return {"kernel": g.kernel, "recurrent_kernel": g.recurrent_kernel, "bias": np.stack([g.bias, g.recurrent_bias])}, \
+        g.dx, dh_next
 
 # %% ../nbs/03_gated_numpy.ipynb #aca9e8dd
 class LSTM(RecurrentLayer):

@@ -129,8 +129,10 @@ def forward(
     if x.ndim != 2 or x.dtype.kind not in "iu":
         raise ValueError(f"x must be a 2-D integer array of ids (batch, time), got shape {x.shape} and dtype {x.dtype}")
     hs, layer_cache = model.layer.forward(x, h0)
-    logits, dense_cache = dense_forward(hs, model.dense)
-    return logits, (layer_cache, dense_cache), final_state(model.layer, layer_cache)
+    # the dense layer reads the states time-major (T, B, H), as the layers store them, so its products copy nothing;
+    # the logits it makes (T, B, V) are returned as a (B, T, V) view
+    logits, dense_cache = dense_forward(hs.transpose(1, 0, 2), model.dense)
+    return logits.transpose(1, 0, 2), (layer_cache, dense_cache), final_state(model.layer, layer_cache)
 
 # %% ../nbs/02_training_numpy.ipynb #3d2722b5
 def compute_loss(
@@ -154,8 +156,10 @@ def backward(
 ) -> dict: # gradients, with the same keys and shapes as `model.params`
     "Step 5: gradients of the loss for every parameter, by backpropagation through the window (not into h0)"
     layer_cache, dense_cache = cache
-    dense_grads, dhs = dense_backward(dlogits, dense_cache)
-    rnn_grads, _, _dh0 = model.layer.backward(dhs, layer_cache)  # _dh0 is dropped: the truncation
+    T, B = dense_cache["h"].shape[:2]
+    dlogits = check_array("dlogits", dlogits, (B, T, dense_cache["params"]["kernel"].shape[1]))
+    dense_grads, dhs = dense_backward(dlogits.transpose(1, 0, 2), dense_cache)  # time-major, as in `forward`
+    rnn_grads, _, _dh0 = model.layer.backward(dhs.transpose(1, 0, 2), layer_cache)  # _dh0 is dropped: the truncation
     return {"rnn": rnn_grads, "dense": dense_grads}
 
 # %% ../nbs/02_training_numpy.ipynb #f5ecbfde
