@@ -27,7 +27,7 @@ from threadpoolctl import ThreadpoolController
 from .checks import check_choice, check_int, check_number
 from .linear_rnn import SCANS, step_function
 from .numpy_gated import GRU, LSTM
-from .numpy_rnn import CELL_GATES, SimpleRNN
+from .numpy_rnn import CELL_GATES, SimpleRNN, usable_cores
 from .numpy_train import BLAS_THREADS, Adam, CharRNN, backward, blas_threads, compute_loss, forward, update
 from .persist import atomic_write
 
@@ -211,10 +211,6 @@ while time.monotonic() < end and os.getppid() == parent:  # ends itself: after i
     for _ in range(20_000): pass
 """
 
-def _usable_cpus()->int:
-    "The cores this process may run on."
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
 @contextmanager
 def busy_load(
     n:int, # busy processes, each keeping one core busy (0: none)
@@ -273,7 +269,7 @@ def machine_info(
         cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                    if line.startswith("model name"))
     except (OSError, StopIteration): pass
-    info = {"cpu_count": os.cpu_count(), "cpus_usable": _usable_cpus(),
+    info = {"cpu_count": os.cpu_count(), "cpus_usable": usable_cores(),
             "cpu": cpu, "platform": platform.platform(), "python": platform.python_version(), "numpy": np.__version__,
             "blas": blas_info(), "load_average": _load_average()}
     if with_tf:
@@ -435,7 +431,7 @@ def _busy_entry(n, times, layer_s, fastest, quiet_tokens, tokens_per_step):
 def backend_speeds(
     seconds:float=2.0, # the whole measurement's budget, about half for each backend
     kind:str="lstm", # the cell: "rnn", "lstm" or "gru"
-    batch:int=32, seq_len:int=64, units:int=256, vocab:int=80, # B, T, H, V (the `train` command's defaults)
+    batch:int=32, seq_len:int=64, units:int=256, vocab:int=80, # B, T, H, V (`info` passes `train`'s own)
 )->dict: # {"numpy": tokens/s, "tf": tokens/s, "faster": "numpy" or "tf", "ratio": numpy ÷ tf, the sizes}
     """Tokens per second of a NumPy and a TensorFlow training step (`make_step`: "numpy/<kind>", "tf/<kind>") at the
     given sizes, each timed for about `seconds`/2 after one untimed step: which backend is faster here."""
@@ -501,7 +497,7 @@ def _non_negative(text):
 
 def _busy_counts(text):
     "'auto' (one busy process per usable core) or comma-separated positive integers, e.g. '1,2'."
-    if text == "auto": return [_usable_cpus()]
+    if text == "auto": return [usable_cores()]
     try: counts = [int(t) for t in text.split(",")]
     except ValueError: counts = []
     if not counts or min(counts) < 1:

@@ -56,11 +56,11 @@ def _check_state(name, s, B, H, dtype):
     return check_array(name, s, (B, H)).astype(dtype, copy=False)
 
 # %% ../nbs/03_gated_numpy.ipynb #d175731c
-def _gate_scales(H, gates, dtype):
-    "Per-column (scale, shift) making gates of tanh of halved pre-activations: sigmoid everywhere but the candidate."
-    scale, shift = np.full((gates, H), 0.5, dtype), np.full((gates, H), 0.5, dtype)
-    scale[2], shift[2] = 1, 0  # the candidate block (LSTM "c", GRU "h") is the third, and a plain tanh
-    return scale.reshape(-1), shift.reshape(-1)
+def _gate_scales(H, dtype):
+    "Per-column (scale, numerator, shift) of the LSTM's gates i, f, c, o: gate = numerator / (1 + e^(scale z)) + shift."
+    scale, numerator, shift = (np.full((4, H), v, dtype) for v in (-1, 1, 0))  # sigmoid(z) = 1 / (1 + e^-z)
+    scale[2], numerator[2], shift[2] = -2, 2, -1  # the candidate, the third block: tanh(z) = 2 / (1 + e^-2z) - 1
+    return scale.reshape(-1), numerator.reshape(-1), shift.reshape(-1)
 
 # %% ../nbs/03_gated_numpy.ipynb #6454f31a
 def lstm_forward(
@@ -74,19 +74,21 @@ def lstm_forward(
     x = check_inputs(x, W)
     (B, T), H, dt = x.shape[:2], U.shape[0], U.dtype
     h0, c0 = _check_state("h0", h0, B, H, dt), _check_state("c0", c0, B, H, dt)
-    scale, shift = _gate_scales(H, 4, dt)
+    scale, numerator, shift = _gate_scales(H, dt)
     x = time_major(x)
-    G = input_projection(x, W * scale, b * scale)  # (T, B, 4H): z_t without h_{t-1} U, then the gates, in place
-    Us = U * scale  # sigmoid gates' columns halved: tanh(z/2) for them, tanh(z) for the candidate
+    G = input_projection(x, W * scale, b * scale)  # (T, B, 4H): scaled z_t without h_{t-1} U, then the gates
+    Us = U * scale  # columns times -1 (sigmoid gates) or -2 (candidate): exact, so e^(scale z) needs no product
     hs, cs, tcs = (np.empty((T, B, H), dt) for _ in range(3))
     zz, ig = np.empty((B, 4 * H), dt), np.empty((B, H), dt)
     h, c = h0, c0
     for t in range(T):  # the recurrence: one (B, H) @ (H, 4H) product per step, the rest elementwise in place
         z = G[t]
         np.matmul(h, Us, out=zz)
-        z += zz                # z_t (halved where sigmoid) = x_t W + b + h_{t-1} U
-        np.tanh(z, out=z)
-        z *= scale
+        z += zz                # scale * z_t, z_t = x_t W + b + h_{t-1} U
+        with np.errstate(over="ignore"):  # e^(scale z) = inf for very negative z: the gate is then its limit, 0 or -1
+            np.exp(z, out=z)
+        z += 1
+        np.divide(numerator, z, out=z)
         z += shift        # i, f, o = sigmoid, g = tanh: all four gates at once
         i, f, g, o = z[:, :H], z[:, H:2*H], z[:, 2*H:3*H], z[:, 3*H:]
         c = np.multiply(f, c, out=cs[t])
@@ -140,8 +142,8 @@ def lstm_backward(
         dz *= d1  # through the four activations
         np.matmul(dz, UT, out=dh_next)                              # delta h_{t-1} = delta z_t U^T
         grads.step_done(t)  # steps t .. T-1 are final: their weight-gradient products may start (chapter 01)
-    g = grads.result()
-    return {"kernel": g.kernel, "recurrent_kernel": g.recurrent_kernel, "bias": g.bias}, g.dx, dh_next, dc
+    sums = grads.result()
+    return {"kernel": sums.kernel, "recurrent_kernel": sums.recurrent_kernel, "bias": sums.bias}, sums.dx, dh_next, dc
 
 # %% ../nbs/03_gated_numpy.ipynb #1bfe2925
 def init_gru_params(
@@ -168,11 +170,11 @@ def gru_forward(
     x = check_inputs(x, W)
     (B, T), H, dt = x.shape[:2], U.shape[0], U.dtype
     h0 = _check_state("h0", h0, B, H, dt)
-    scale, shift = _gate_scales(H, 3, dt)
+    scale = np.concatenate([np.full(2 * H, -1, dt), np.ones(H, dt)])  # z, r: e^-a gives the sigmoid; h~: tanh
     b_in = b[0] + np.concatenate([b[1, :2 * H], np.zeros(H, dt)])  # z, r: recurrent bias folded into the input's
     b_hh = b[1, 2 * H:]  # the candidate's recurrent bias, multiplied by r, stays in the loop
     x = time_major(x)
-    G = input_projection(x, W * scale, b_in * scale)  # (T, B, 3H), sigmoid columns halved; becomes z, r, h~
+    G = input_projection(x, W * scale, b_in * scale)  # (T, B, 3H), sigmoid columns negated; becomes z, r, h~
     Us = U * scale
     hs, UH = np.empty((T, B, H), dt), np.empty((T, B, H), dt)  # states, and u^h_t = h_{t-1} U_h + b_hh
     zz = np.empty((B, 3 * H), dt)
@@ -182,10 +184,11 @@ def gru_forward(
         np.matmul(h, Us, out=zz)
         np.add(zz[:, 2*H:], b_hh, out=UH[t])                  # u^h_t
         zr = a[:, :2*H]
-        zr += zz[:, :2*H]
-        np.tanh(zr, out=zr)
-        zr *= 0.5
-        zr += 0.5               # z, r = sigmoid
+        zr += zz[:, :2*H]  # minus the pre-activations of z and r
+        with np.errstate(over="ignore"):  # e^-a = inf for very negative a: the gate is then its limit, 0
+            np.exp(zr, out=zr)
+        zr += 1
+        np.reciprocal(zr, out=zr)  # z, r = sigmoid(a) = 1 / (1 + e^-a)
         z, r, hh = a[:, :H], a[:, H:2*H], a[:, 2*H:]
         np.multiply(r, UH[t], out=zz[:, 2*H:])
         hh += zz[:, 2*H:]
@@ -239,9 +242,9 @@ def gru_backward(
         np.multiply(dh, z, out=tmp)
         dh_next += tmp  # delta h_{t-1}
         grads.step_done(t)
-    g = grads.result()
-    return {"kernel": g.kernel, "recurrent_kernel": g.recurrent_kernel, "bias": np.stack([g.bias, g.recurrent_bias])}, \
-        g.dx, dh_next
+    sums = grads.result()
+    return {"kernel": sums.kernel, "recurrent_kernel": sums.recurrent_kernel,
+            "bias": np.stack([sums.bias, sums.recurrent_bias])}, sums.dx, dh_next
 
 # %% ../nbs/03_gated_numpy.ipynb #aca9e8dd
 class LSTM(RecurrentLayer):

@@ -343,8 +343,8 @@ def rnn_backward(
         dA[t] *= df(hs[t])  # delta a_t = delta h_t * phi'(a_t)
         np.matmul(dA[t], W_hh.T, out=dh_next)  # dh_next = delta a_t W_hh^T, reaching h_{t-1}
         grads.step_done(t)  # steps t .. T-1 are final: their weight-gradient products may start
-    g = grads.result()
-    return {"kernel": g.kernel, "recurrent_kernel": g.recurrent_kernel, "bias": g.bias}, g.dx, dh_next
+    sums = grads.result()
+    return {"kernel": sums.kernel, "recurrent_kernel": sums.recurrent_kernel, "bias": sums.bias}, sums.dx, dh_next
 
 # %% ../nbs/01_rnn_numpy.ipynb #9affd605
 def flatten_tree(tree, prefix=""):

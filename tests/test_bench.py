@@ -241,8 +241,8 @@ def test_busy_run_reports_both(capsys):
 
 def test_busy_counts_parse():
     assert bench._busy_counts("1,2") == [1, 2]
-    assert bench._busy_counts("auto") == [bench._usable_cpus()]
-    assert bench.make_parser().parse_args(["--busy"]).busy == [bench._usable_cpus()]
+    assert bench._busy_counts("auto") == [bench.usable_cores()]
+    assert bench.make_parser().parse_args(["--busy"]).busy == [bench.usable_cores()]
     assert bench.make_parser().parse_args([]).busy is None
 
 
