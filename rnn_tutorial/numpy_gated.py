@@ -106,7 +106,8 @@ def lstm_backward(
     dh_last:np.ndarray|None=None, # extra gradient reaching the final hidden state h_T (B, H)
     dc_last:np.ndarray|None=None, # extra gradient reaching the final cell state c_T (B, H)
 )->tuple: # grads {"kernel", "recurrent_kernel", "bias"}, dx (B, T, D) or None for token ids, dh0, dc0
-    "Backpropagation through time for `lstm_forward`: the forward loop in reverse, weight gradients as single products."
+    """Backpropagation through time for `lstm_forward`: the forward loop in reverse, the weight gradients by chunks of
+    finished steps (`WeightGrads`)."""
     x, h0, c0, G, hs, cs, tcs = (cache[k] for k in ("x", "h0", "c0", "gates", "hs", "cs", "tanh_cs"))
     W, U = cache["params"]["kernel"], cache["params"]["recurrent_kernel"]
     (T, B, H), dt = hs.shape, hs.dtype
@@ -205,7 +206,8 @@ def gru_backward(
     cache:dict, # from `gru_forward`
     dh_last:np.ndarray|None=None, # extra gradient reaching the final state h_T (B, H)
 )->tuple: # grads {"kernel", "recurrent_kernel", "bias"}, dx (B, T, D) or None for token ids, dh0 (B, H)
-    "Backpropagation through time for `gru_forward`: the forward loop in reverse, weight gradients as single products."
+    """Backpropagation through time for `gru_forward`: the forward loop in reverse, the weight gradients by chunks of
+    finished steps (`WeightGrads`)."""
     x, h0, G, hs, UH = (cache[k] for k in ("x", "h0", "gates", "hs", "uh"))
     W, U = cache["params"]["kernel"], cache["params"]["recurrent_kernel"]
     (T, B, H), dt = hs.shape, hs.dtype

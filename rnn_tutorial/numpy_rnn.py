@@ -328,7 +328,8 @@ def rnn_backward(
     cache:dict, # from `rnn_forward`
     dh_last:np.ndarray|None=None, # extra gradient reaching the final state h_T (B, H), e.g. from a later chunk
 )->tuple: # grads {"kernel", "recurrent_kernel", "bias"}, dx (B, T, D) or None for token ids, dh0 (B, H)
-    "Backpropagation through time for `rnn_forward`: the forward loop in reverse, weight gradients as single products."
+    """Backpropagation through time for `rnn_forward`: the forward loop in reverse, the weight gradients by chunks of
+    finished steps (`WeightGrads`)."""
     x, h0, hs, params = cache["x"], cache["h0"], cache["hs"], cache["params"]  # time-major (T, B, ...)
     W_xh, W_hh = params["kernel"], params["recurrent_kernel"]
     T, B, H = hs.shape
