@@ -10,8 +10,8 @@ import numpy as np
 
 from .checks import check_array, check_int
 from .numpy_rnn import (RecurrentLayer, check_inputs, float_dtype,
-                                    WeightGrads, glorot_uniform, input_grads, input_projection, orthogonal,
-                                    time_major, time_major_grads)
+                                    WeightGrads, glorot_uniform, input_projection, orthogonal, time_major,
+                                    time_major_grads)
 
 # %% ../nbs/03_gated_numpy.ipynb #4823cd48
 def _recurrent_init(rng, units, gates, dtype):

@@ -304,17 +304,15 @@ class WeightGrads:
 
     def _products(self, t0, t1):
         "The gradients' parts from steps t0 .. t1-1, and dx of those steps."
-        dA, H, D = self.dA, self.hs.shape[-1], self.W.shape[0]
-        x = self.x[t0:t1]
-        X = one_hot(x, D, self.W.dtype) if x.ndim == 2 else x.reshape(-1, D)
-        dXs = [d[t0:t1].reshape(-1, d.shape[-1]) for d, _ in self.blocks]
+        dA, H = self.dA, self.hs.shape[-1]
+        inputs = [input_grads(self.x[t0:t1], self.W[:, cols], d[t0:t1]) for d, cols in self.blocks]  # (dW, dx) each
         first = max(t0, 1)  # the previous states of steps first .. t1-1 are hs[first-1 .. t1-2]; step 0's is h0
         dU = self.hs[first - 1:t1 - 1].reshape(-1, H).T @ dA[first:t1].reshape(-1, dA.shape[-1])
         if t0 == 0: dU += self.h0.T @ dA[0]
-        if self.dx is not None:
-            self.dx[t0:t1] = sum(d @ self.W[:, cols].T for d, (_, cols) in zip(dXs, self.blocks)).reshape(x.shape)
+        if self.dx is not None: self.dx[t0:t1] = sum(dx for _, dx in inputs).transpose(1, 0, 2)
         db_rec = None if len(self.blocks) == 1 and self.blocks[0][0] is dA else dA[t0:t1].sum((0, 1))
-        return [X.T @ d for d in dXs], dU, [d.sum(0) for d in dXs], db_rec
+        sums = [d[t0:t1].reshape(-1, d.shape[-1]).sum(0) for d, _ in self.blocks]
+        return [dW for dW, _ in inputs], dU, sums, db_rec
 
     def result(self)->Grads:
         "Wait for every chunk, then add them up in the order they were handed over."
